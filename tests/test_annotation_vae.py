@@ -1,0 +1,138 @@
+"Tests for jodiff.annotation_vae: bit codes, the model's save/load, training with checkpoint/resume, reconstruction mIoU."
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from jodiff.annotation_vae import (AnnotationVAE, annotation_loss, decode_bits, encode_bits, n_bits_for,
+                                   reconstruction_miou, tiny_annotation_vae, train_annotation_vae)
+from jodiff.shapes import render_scene
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return [render_scene(s, 64)["mask"] for s in range(6)]
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 7, 8, 11, 21, 150, 254])
+def test_bits_exact_all_ids(K):
+    n = n_bits_for(K)
+    assert 2 ** n - 1 >= K and (n == 1 or 2 ** (n - 1) - 1 < K)  # smallest n leaving a spare code
+    ids = torch.cat([torch.arange(K), torch.tensor([255])]).repeat(2, 3, 1)  # (2,3,K+1)
+    bits = encode_bits(ids, n)
+    assert bits.shape == (2, n, 3, K + 1) and bits.dtype == torch.float32
+    assert set(bits.unique().tolist()) <= {-1.0, 1.0}
+    assert torch.equal(decode_bits(bits, K), ids)
+    assert torch.equal(decode_bits(bits * 0.3, K), ids)  # thresholded at 0, not at +-1
+    codes = {tuple(c) for c in bits[0, :, 0].T.tolist()}
+    assert len(codes) == K + 1
+
+
+def test_bits_numpy_ignore_code_and_errors():
+    m = np.array([[[0, 1, 255]]], np.uint8)
+    b = encode_bits(m, 2)
+    assert b[0, :, 0, 2].tolist() == [1.0, 1.0]        # ignore = all-ones code 3
+    assert b[0, :, 0, 1].tolist() == [1.0, -1.0]       # 1 = LSB set
+    # unused codes (>= K) decode to ignore
+    assert decode_bits(torch.ones(1, 3, 1, 1), 5).item() == 255
+    assert decode_bits(torch.tensor([[[[1.]], [[-1.]], [[1.]]]]), 5).item() == 255  # code 5 >= K
+    with pytest.raises(ValueError, match="0..6"): encode_bits(torch.tensor([[[7]]]), 3)
+    with pytest.raises(ValueError, match="integer"): encode_bits(torch.zeros(1, 2, 2), 3)
+    with pytest.raises(ValueError, match="B,H,W"): encode_bits(torch.zeros(2, 2, dtype=torch.long), 3)
+    with pytest.raises(ValueError): n_bits_for(0)
+
+
+def test_model_shapes_and_save_load_roundtrip(tmp_path, toy):
+    vae = tiny_annotation_vae(n_classes=8, seed=1)
+    masks = torch.from_numpy(np.stack(toy[:3])).long()
+    masks[0, :5, :5] = 255
+    with torch.no_grad():
+        z = vae.encode(masks)
+        logits = vae(masks)
+    assert z.shape == (3, 4, 8, 8) and logits.shape == (3, 8, 64, 64)
+    assert vae.decode_mask(z).shape == (3, 64, 64)
+    vae.register_to_config(scaling_factor=0.25)
+    vae.save_pretrained(tmp_path / "m")
+    back = AnnotationVAE.from_pretrained(tmp_path / "m")
+    assert back.config.scaling_factor == 0.25 and back.config.n_classes == 8
+    with torch.no_grad():
+        assert torch.equal(back(masks), logits)
+    other = tiny_annotation_vae(n_classes=8, seed=2)
+    with torch.no_grad():
+        assert not torch.equal(other(masks), logits)
+    with pytest.raises(ValueError, match="multiples of 8"): vae.encode(masks[:, :60])
+    with pytest.raises(ValueError, match="ignore_index"): AnnotationVAE(n_classes=300)
+
+
+def test_loss_ignores_ignore_pixels():
+    logits = torch.randn(1, 3, 4, 4)
+    m = torch.randint(0, 3, (1, 4, 4))
+    m2 = m.clone(); m2[0, 0] = 255
+    keep = m2 != 255
+    want = torch.nn.functional.cross_entropy(logits.permute(0, 2, 3, 1)[keep], m2[keep])
+    assert torch.allclose(annotation_loss(logits, m2), want)
+
+
+KW = dict(steps=16, batch_size=4, crop=32, lr=3e-3, n_classes=8, checkpoint_every=4, keep_checkpoints=4,
+          progress=False, block_out_channels=(8, 8, 16))
+
+
+def test_train_reduces_loss_and_resume_is_exact(tmp_path, toy):
+    full = train_annotation_vae(toy, tmp_path / "full", **KW)
+    assert len(full.history) == 16
+    assert np.mean(full.history[-4:]) < np.mean(full.history[:4])
+    names = sorted(p.name for p in (tmp_path / "full").iterdir())
+    assert names == ["checkpoint-12", "checkpoint-16", "checkpoint-4", "checkpoint-8", "final", "train_log.json"]
+    # simulate a run killed after step 8
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    for n in ["checkpoint-12", "checkpoint-16", "final"]: shutil.rmtree(tmp_path / "cut" / n)
+    resumed = train_annotation_vae(toy, tmp_path / "cut", **KW)
+    log = json.loads((tmp_path / "cut" / "train_log.json").read_text())
+    assert log["resumed_from"] == 8 and log["steps"] == 16
+    np.testing.assert_allclose(resumed.history, full.history, rtol=1e-5, atol=1e-6)
+    for a, b in zip(resumed.parameters(), full.parameters()):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+    # the final model is loadable and has a latent scale
+    back = AnnotationVAE.from_pretrained(tmp_path / "full" / "final")
+    assert back.config.scaling_factor > 0 and back.config.scaling_factor != 1.0
+    # a finished run is not trained again
+    again = train_annotation_vae(toy, tmp_path / "full", **KW)
+    assert json.loads((tmp_path / "full" / "train_log.json").read_text())["resumed_from"] == 16
+    for a, b in zip(again.parameters(), full.parameters()):
+        assert torch.equal(a.detach(), b.detach())
+
+
+def test_train_bad_args(tmp_path, toy):
+    with pytest.raises(ValueError, match="crop"): train_annotation_vae(toy, tmp_path, **{**KW, "crop": 30})
+    with pytest.raises(ValueError, match="n_classes"): train_annotation_vae(toy, tmp_path, **{**KW, "n_classes": None})
+    with pytest.raises(ValueError, match="steps"): train_annotation_vae(toy, tmp_path, **{**KW, "steps": 0})
+
+
+def test_reconstruction_miou_range_and_padding(tmp_path, toy):
+    vae = train_annotation_vae(toy, tmp_path / "r", **{**KW, "steps": 12})
+    r = reconstruction_miou(vae, toy)
+    assert 0 <= r["mIoU"] <= 100 and len(r["per_class"]) == 8
+    # identity check of the metric path: an odd-sized mask is padded internally, and the batch size does not matter
+    odd = [np.pad(toy[0], ((0, 5), (0, 3)))] + toy[1:3]
+    r1, r2 = reconstruction_miou(vae, odd, batch_size=1), reconstruction_miou(vae, odd, batch_size=3)
+    assert r1["mIoU"] == pytest.approx(r2["mIoU"])
+    # an all-ignore mask adds nothing
+    assert reconstruction_miou(vae, toy + [np.full((64, 64), 255, np.uint8)])["mIoU"] == pytest.approx(r["mIoU"])
+
+
+def test_reconstruction_miou_perfect_decoder():
+    "A model whose decoder is patched to return the true one-hot logits scores 100."
+    vae = tiny_annotation_vae(4)
+    masks = [np.random.default_rng(i).integers(0, 4, (16, 24)).astype(np.uint8) for i in range(3)]
+    truth = {}
+    enc = vae.encode
+    def encode(m):
+        truth["m"] = torch.as_tensor(np.asarray(m)).long()
+        return enc(m)
+    vae.encode = encode
+    vae.decode = lambda z: torch.nn.functional.one_hot(truth["m"].clamp(0, 3), 4).permute(0, 3, 1, 2).float()
+    assert reconstruction_miou(vae, masks)["mIoU"] == pytest.approx(100.0)
