@@ -112,7 +112,7 @@ def test_bad_inputs():
 # --- agreement with MMSegmentation --------------------------------------------------------------
 
 def test_agrees_with_mmseg_iou_metric():
-    ev = pytest.importorskip("mmseg.evaluation", reason="mmseg (needs mmcv) is not importable")
+    import mmseg.evaluation as ev  # a hard dependency: this must fail, not skip, if mmseg breaks
     IoUMetric = ev.IoUMetric
     K = 7
     preds, targets = random_case(0)
@@ -127,7 +127,7 @@ def test_agrees_with_mmseg_iou_metric():
     assert ours["mIoU"] == pytest.approx(np.nanmean(raw["IoU"]) * 100, abs=1e-6)
     assert ours["aAcc"] == pytest.approx(float(raw["aAcc"]) * 100, abs=1e-6)
     # the full metric as MMSegmentation's evaluator runs it (rounded to 2 decimals)
-    metric = IoUMetric(ignore_index=255)
+    metric = IoUMetric(ignore_index=255, prefix="mmseg")
     metric.dataset_meta = dict(classes=[f"c{k}" for k in range(K)])
     metric.process({}, [dict(pred_sem_seg=dict(data=torch.from_numpy(p[None].astype(np.int64))),
                              gt_sem_seg=dict(data=torch.from_numpy(t[None].astype(np.int64)))) for p, t in zip(preds, targets)])

@@ -52,13 +52,13 @@ def test_tiny_model_trains_and_evaluates(model, tmp_path):
     assert abs(m['mIoU'] - r['val_IoUMetric']['mIoU']) < 0.02
 
 
-def test_tiny_deeplab_learns(tmp_path):
-    "40 iterations on 8 images: clearly better than predicting the majority class on those images."
-    r = train_segmenter('deeplabv3-r18-tiny', TRAIN, TRAIN, iters=40, work_dir=tmp_path, **QUIET)
-    masks = [jodiff_source(TRAIN)[i]['mask'] for i in range(8)]
-    bg_iou = np.mean([(m == 0).mean() for m in masks]) * 100    # IoU of "all background" for class 0
-    assert r['metrics']['per_class']['background'] > 0
-    assert r['metrics']['mIoU'] > bg_iou / 8 + 5                  # the constant guess scores bg_iou / 8 classes
+def test_tiny_deeplab_training_loss_falls(tmp_path):
+    "30 iterations on 8 images: the logged training loss (CE + 0.4 aux CE) falls clearly below its start."
+    train_segmenter('deeplabv3-r18-tiny', TRAIN, None, iters=30, work_dir=tmp_path, log_interval=1, **QUIET)
+    rows = [json.loads(l) for f in tmp_path.glob('*/vis_data/scalars.json') for l in f.read_text().splitlines()]
+    loss = [r['loss'] for r in sorted(rows, key=lambda r: r['step']) if 'loss' in r]
+    assert len(loss) == 30
+    assert np.mean(loss[-5:]) < 0.85 * np.mean(loss[:5]), loss
 
 
 def test_paper_models_build_at_paper_size():
