@@ -155,13 +155,30 @@ def _masks_of(data, where: str) -> tuple:
         if m.ndim != 2: raise ValueError(f"{where}: mask {i} has shape {m.shape}, expected (H,W) class ids")
     return masks, n
 
-def _crop_batch(masks: list, step: int, seed: int, batch_size: int, crop: int, ignore_index: int) -> Tensor:
+def _class_index(masks: list, n_classes: int) -> list:
+    "For each class id, the indices of the masks that contain it."
+    present = [np.bincount(m[m < n_classes].ravel(), minlength=n_classes) > 0 for m in masks]
+    return [np.flatnonzero([p[k] for p in present]) for k in range(n_classes)]
+
+def _crop_batch(masks: list, step: int, seed: int, batch_size: int, crop: int, ignore_index: int,
+                class_uniform: float = 0.0,  # fraction of crops centred on a pixel of a uniformly drawn class
+                index: list | None = None,   # `_class_index(masks, K)`, needed when `class_uniform > 0`
+               ) -> Tensor:
     "The training batch of `step`: random crops and flips, a pure function of (seed, step)."
     rng = np.random.default_rng([seed, step % 2**32, int(step < 0)])
     out = np.full((batch_size, crop, crop), ignore_index, np.int64)
     for b in range(batch_size):
-        m = masks[rng.integers(len(masks))]
-        y, x = rng.integers(max(m.shape[0] - crop, 0) + 1), rng.integers(max(m.shape[1] - crop, 0) + 1)
+        ks = [k for k, ix in enumerate(index) if len(ix)] if class_uniform > 0 else []
+        if ks and rng.random() < class_uniform:   # class-uniform sampling: rare classes as often as common ones
+            k = rng.choice(ks)
+            m = masks[rng.choice(index[k])]
+            at = np.flatnonzero(m.ravel() == k)
+            cy, cx = divmod(int(at[rng.integers(len(at))]), m.shape[1])
+            y = min(max(cy - crop // 2, 0), max(m.shape[0] - crop, 0))
+            x = min(max(cx - crop // 2, 0), max(m.shape[1] - crop, 0))
+        else:
+            m = masks[rng.integers(len(masks))]
+            y, x = rng.integers(max(m.shape[0] - crop, 0) + 1), rng.integers(max(m.shape[1] - crop, 0) + 1)
         c = m[y:y + crop, x:x + crop]
         if rng.random() < 0.5: c = c[:, ::-1]
         out[b, :c.shape[0], :c.shape[1]] = c
@@ -183,6 +200,7 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
                          n_classes: int | None = None, # K; default: the dataset's label space
                          checkpoint_every: int = 250,  # steps between `accelerator.save_state` checkpoints
                          keep_checkpoints: int = 2, # newest checkpoints kept
+                         class_uniform: float = 0.8,# fraction of crops centred on a pixel of a uniformly drawn class (rare classes seen more)
                          seed: int = 0,             # seeds initialisation and the crop stream
                          progress: bool = True,     # show a tqdm bar
                          **model_kwargs,            # AnnotationVAE config (latent_channels, block_out_channels, ...)
@@ -190,9 +208,11 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     "Train an AnnotationVAE with cross-entropy on random crops, with checkpoints and resume (accelerate)."
     for name, v in dict(steps=steps, batch_size=batch_size, crop=crop, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints).items():
         if not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"train_annotation_vae: {name} must be a positive int, got {v!r}")
+    if not 0 <= class_uniform <= 1: raise ValueError(f"train_annotation_vae: class_uniform must be in [0, 1], got {class_uniform!r}")
     masks, n_ds = _masks_of(data, "train_annotation_vae")
     n_classes = n_classes or n_ds
     if n_classes is None: raise ValueError("train_annotation_vae: pass n_classes (the data has no label space)")
+    index = _class_index(masks, n_classes) if class_uniform > 0 else None
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         vae = AnnotationVAE(n_classes=n_classes, **model_kwargs)
@@ -213,7 +233,7 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     model.train()
     bar = tqdm(total=steps, initial=min(start, steps), disable=not progress, mininterval=15, desc="annotation VAE")
     for step in range(start, steps):
-        batch = _crop_batch(masks, step, seed, batch_size, crop, ig).to(acc.device)
+        batch = _crop_batch(masks, step, seed, batch_size, crop, ig, class_uniform, index).to(acc.device)
         loss = annotation_loss(model(batch), batch, ig)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
@@ -233,7 +253,8 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     vae.save_pretrained(out / "final")
     log = dict(steps=steps, resumed_from=start, train_seconds=round(before + time.perf_counter() - t0, 1),
                final_loss=history[-1] if history else None, n_params=sum(p.numel() for p in vae.parameters()),
-               scaling_factor=vae.config.scaling_factor, batch_size=batch_size, crop=crop, lr=lr, seed=seed)
+               scaling_factor=vae.config.scaling_factor, batch_size=batch_size, crop=crop, lr=lr,
+               class_uniform=class_uniform, seed=seed, config=dict(vae.config))
     (out / "train_log.json").write_text(json.dumps(log, indent=1))
     vae.history = history
     return vae

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from jodiff.annotation_vae import (AnnotationVAE, annotation_loss, decode_bits, encode_bits, n_bits_for,
-                                   reconstruction_miou, tiny_annotation_vae, train_annotation_vae)
+from jodiff.annotation_vae import (AnnotationVAE, _class_index, _crop_batch, annotation_loss, decode_bits, encode_bits,
+                                   n_bits_for, reconstruction_miou, tiny_annotation_vae, train_annotation_vae)
 from jodiff.shapes import render_scene
 
 torch.set_num_threads(1)
@@ -93,6 +93,7 @@ def test_train_reduces_loss_and_resume_is_exact(tmp_path, toy):
     resumed = train_annotation_vae(toy, tmp_path / "cut", **KW)
     log = json.loads((tmp_path / "cut" / "train_log.json").read_text())
     assert log["resumed_from"] == 8 and log["steps"] == 16
+    assert log["class_uniform"] == 0.8 and log["config"]["block_out_channels"] == [8, 8, 16]
     np.testing.assert_allclose(resumed.history, full.history, rtol=1e-5, atol=1e-6)
     for a, b in zip(resumed.parameters(), full.parameters()):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
@@ -110,6 +111,29 @@ def test_train_bad_args(tmp_path, toy):
     with pytest.raises(ValueError, match="crop"): train_annotation_vae(toy, tmp_path, **{**KW, "crop": 30})
     with pytest.raises(ValueError, match="n_classes"): train_annotation_vae(toy, tmp_path, **{**KW, "n_classes": None})
     with pytest.raises(ValueError, match="steps"): train_annotation_vae(toy, tmp_path, **{**KW, "steps": 0})
+    with pytest.raises(ValueError, match="class_uniform"): train_annotation_vae(toy, tmp_path, **{**KW, "class_uniform": 1.5})
+
+
+def test_class_uniform_crops_find_rare_classes():
+    bg = [np.zeros((64, 64), np.uint8) for _ in range(10)]
+    rare = np.zeros((64, 64), np.uint8); rare[40:44, 10:14] = 5   # one 4x4 object in 11 masks
+    data = bg + [rare]
+    idx = _class_index(data, 8)
+    assert [list(i) for i in idx[:6]] == [list(range(11)), [], [], [], [], [10]]
+    def share(cu):
+        return np.mean([(_crop_batch(data, s, 0, 8, 16, 255, cu, idx) == 5).flatten(1).any(1).float().mean().item()
+                        for s in range(50)])
+    assert share(0.0) < 0.05                 # uniform crops almost never see it
+    assert 0.4 < share(1.0) < 0.6            # class-uniform: 1 of the 2 present classes
+    assert 0.15 < share(0.5) < share(1.0)   # about half as often (0.25 expected)
+    assert torch.equal(_crop_batch(data, 3, 1, 8, 16, 255, 0.8, idx), _crop_batch(data, 3, 1, 8, 16, 255, 0.8, idx))
+    # crops of class 5 are centred on it, so they contain it whole even when small
+    alone = np.full((64, 64), 255, np.uint8); alone[40:44, 10:14] = 5
+    b = _crop_batch([alone], 0, 0, 16, 8, 255, 1.0, _class_index([alone], 8))
+    assert ((b == 5).flatten(1).sum(1) == 16).all()
+    # no class present at all (all-ignore masks): falls back to uniform crops instead of failing
+    ig = [np.full((32, 32), 255, np.uint8)]
+    assert (_crop_batch(ig, 0, 0, 2, 16, 255, 1.0, _class_index(ig, 8)) == 255).all()
 
 
 def test_reconstruction_miou_range_and_padding(tmp_path, toy):

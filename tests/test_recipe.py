@@ -1,0 +1,108 @@
+"Tests of jodiff.recipe: the `test`-scale recipe end to end, skipping finished stages on rerun, the CLI, bad input."
+import argparse, json, shutil, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jodiff.core import read_mask
+from jodiff.data import load_dataset, shared_dir
+from jodiff.recipe import STAGES, RecipeConfig, add_cli, run_recipe, scaled_tau
+
+torch.set_num_threads(1)
+QUIET = lambda m: None
+
+
+@pytest.fixture(scope='module')
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('recipe') / 'run'
+    t = time.perf_counter()
+    s = run_recipe('shapes', out, scale='test', seed=0, log=QUIET)
+    return out, s, time.perf_counter() - t
+
+
+def test_outputs_exist_and_values_in_range(first_run):
+    out, s, _ = first_run
+    for f in ['summary.json', 'summary.md', 'generated_pairs.png', 'val_overlays.png', 'recipe.json', 'consistency.json',
+              'joint/pipeline/model_index.json', 'joint/pipeline/label_space.json', 'annotation_vae/final/config.json',
+              'seg_real/metrics.json', 'seg_syn/metrics.json'] + [f'stages/{k}.json' for k in STAGES]:
+        assert (out / f).is_file(), f
+    assert json.loads((out / 'summary.json').read_text()) == s
+    for k in ('real_miou', 'syn_miou', 'pair_consistency_miou', 'vae_recon_miou'):
+        assert 0 <= s[k] <= 100, (k, s[k])
+    assert s['syn_over_real'] == pytest.approx(s['syn_miou'] / s['real_miou'], abs=1e-4)
+    assert s['generation_pairs_per_s'] > 0 and s['num_pairs'] == 4 and s['num_real_train'] == 16
+    assert set(s['timings_s']) == set(STAGES) and s['total_s'] == pytest.approx(sum(s['timings_s'].values()), abs=0.2)
+    cfg = RecipeConfig.preset('shapes', 'test')
+    assert s['config'] == cfg.to_dict() and s['refine_tau'] == scaled_tau(cfg.resolution)
+    names = load_dataset(cfg.val_spec).space.names
+    assert list(s['per_class']['real']) == names and list(s['per_class']['syn']) == names
+    md = (out / 'summary.md').read_text()
+    assert f"| Real only (16 real pairs) | {s['real_miou']:.2f} |" in md and f"{s['syn_miou']:.2f}" in md
+
+
+def test_generated_folder_is_a_dataset(first_run):
+    out, s, _ = first_run
+    syn = load_dataset(f"folder:{out / 'synthetic'}")
+    assert len(syn) == 4 and syn.space.name == 'shapes'
+    it = syn[0]
+    assert it['image'].shape == (32, 32, 3) and it['mask'].shape == (32, 32) and it['mask'].max() < 8
+    prompts = load_dataset('shapes:train?n=16&size=32')
+    assert [syn[i]['caption'] for i in range(4)] == [prompts[i]['caption'] for i in range(4)]  # captions of the train set
+    raw = read_mask(out / 'synthetic' / 'SegmentationClassRaw' / '0000000.png')
+    assert raw.shape == (32, 32)  # refinement ran and kept the raw masks
+
+
+def test_rerun_skips_finished_stages(first_run):
+    out, s, t_first = first_run
+    msgs = []
+    t = time.perf_counter()
+    s2 = run_recipe('shapes', out, scale='test', seed=0, log=msgs.append)
+    t_again = time.perf_counter() - t
+    assert s2 == s
+    assert sum('skipped' in m for m in msgs) == len(STAGES) and not any('running' in m for m in msgs)
+    assert t_again < t_first / 5, (t_again, t_first)
+
+
+def test_interrupted_stage_is_redone(first_run, tmp_path):
+    out = tmp_path / 'copy'
+    shutil.copytree(first_run[0], out)
+    for k in ('figures', 'consistency'): (out / 'stages' / f'{k}.json').unlink()   # as if killed during stage 6
+    (out / 'val_overlays.png').unlink()
+    msgs = []
+    s = run_recipe('shapes', out, scale='test', seed=0, log=msgs.append)
+    assert [m for m in msgs if 'running' in m] == ['[consistency] running', '[figures] running']
+    assert (out / 'val_overlays.png').is_file()
+    assert s['pair_consistency_miou'] == first_run[1]['pair_consistency_miou']  # same model, same data, same score
+
+
+def test_cli_through_add_cli(first_run, capsys):
+    out = first_run[0]
+    parser = argparse.ArgumentParser('jodiff')
+    add_cli(parser.add_subparsers(dest='command', required=True))
+    args = parser.parse_args(['recipe', '--data', 'shapes', '--out', str(out), '--scale', 'test', '--seed', '0'])
+    s = args.func(args)
+    assert s == first_run[1]
+    assert 'Synthetic / Real' in capsys.readouterr().out
+    args = parser.parse_args(['recipe', '--out', str(out), '--scale', 'test', '--num', '5'])  # other settings, same folder
+    with pytest.raises(ValueError, match='num: stored 4, given 5'): args.func(args)
+    with pytest.raises(SystemExit): parser.parse_args(['recipe', '--scale', 'huge'])
+    with pytest.raises(SystemExit): parser.parse_args(['recipe', '--data', 'voc'])
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match='unknown data'): run_recipe('voc', tmp_path, scale='test', log=QUIET)
+    with pytest.raises(ValueError, match='unknown scale'): run_recipe('shapes', tmp_path, scale='huge', log=QUIET)
+    with pytest.raises(ValueError, match='joint_stpes'): run_recipe('shapes', tmp_path, scale='test', joint_stpes=3, log=QUIET)
+    with pytest.raises(ValueError, match='num must be a positive int'): run_recipe('shapes', tmp_path, scale='test', num=0, log=QUIET)
+    assert not (tmp_path / 'recipe.json').exists()  # nothing started
+
+
+@pytest.mark.skipif(not (shared_dir() / 'data' / 'camvid' / 'train.txt').is_file(), reason='no CamVid in shared/data')
+def test_camvid_test_scale(tmp_path):
+    s = run_recipe('camvid', tmp_path / 'cv', scale='test', log=QUIET)
+    assert s['data'] == 'camvid' and s['num_pairs'] == 4 and 0 <= s['real_miou'] <= 100 and 0 <= s['syn_miou'] <= 100
+    caps = json.loads((tmp_path / 'cv' / 'synthetic' / 'captions.jsonl').read_text().splitlines()[0])['caption']
+    assert caps.startswith('a scene with ')  # CamVid has no captions: made from the masks
+    assert (tmp_path / 'cv' / 'generated_pairs.png').is_file() and (tmp_path / 'cv' / 'val_overlays.png').is_file()
