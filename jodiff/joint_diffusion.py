@@ -235,7 +235,8 @@ def make_noise_scheduler() -> DDPMScheduler:
     "UniDiffuser's training noise schedule (1000 steps, scaled-linear betas 0.00085..0.012)."
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
-def joint_loss(model, zi, zm, txt, null, scheduler, gen, cond_drop=0.1):
+def joint_loss(model, zi, zm, txt, null, scheduler, gen, cond_drop=0.1,
+               mask_weight: float | None = None):  # None: MSE over the joint noise; w: (image MSE + w * mask MSE) / (1 + w)
     "One shared timestep and one joint noise draw over (image, mask) latents; MSE on the joint noise."
     B, dev = zi.shape[0], zi.device
     t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), generator=gen).to(dev)
@@ -243,6 +244,9 @@ def joint_loss(model, zi, zm, txt, null, scheduler, gen, cond_drop=0.1):
     drop = (torch.rand(B, generator=gen) < cond_drop).to(dev)
     txt = torch.where(drop[:, None, None], null.to(dev).expand_as(txt), txt)
     out = model(scheduler.add_noise(zi, ni, t), scheduler.add_noise(zm, nm, t), t, txt)
+    if mask_weight is not None:  # per-modality means, so the few mask channels are not outweighed by the image's
+        li, lm = F.mse_loss(out.image_sample.float(), ni), F.mse_loss(out.mask_sample.float(), nm)
+        return (li + mask_weight * lm) / (1 + mask_weight)
     pred = torch.cat([out.image_sample.flatten(1), out.mask_sample.flatten(1)], 1)
     return F.mse_loss(pred.float(), torch.cat([ni.flatten(1), nm.flatten(1)], 1))
 
@@ -267,6 +271,8 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                 checkpoint_every: int = 0,       # save resumable state every N steps (0: only at the end)
                 resume: bool = True,             # continue from the latest checkpoint in out_dir
                 max_grad_norm: float = 1.0,
+                mask_weight: float | None = None, # None: joint MSE; w: per-modality means, mask weighted w (see `joint_loss`)
+                warmup_steps: int = 0,           # linear learning-rate warm-up
                 weight_decay: float = 0.0,
                 mixed_precision: str = "no",
                 cpu: bool = False,               # force CPU even if a GPU is present
@@ -302,7 +308,8 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                          f"resolution {resolution} / text encoder {tcodec.max_length}x{tcodec.dim}")
     sched = make_noise_scheduler()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    model, opt = acc.prepare(model, opt)
+    sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+    model, opt, sch = acc.prepare(model, opt, sch)
     step, ck = 0, _latest_checkpoint(out_dir) if resume else None
     if ck is not None:
         acc.load_state(str(ck)); step = int(ck.name.split("-")[1])
@@ -319,10 +326,10 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
         txt = tcodec.encode(caps)
         gen = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
         with acc.autocast():
-            loss = joint_loss(model, zi, zm, txt, null, sched, gen, cond_drop)
+            loss = joint_loss(model, zi, zm, txt, null, sched, gen, cond_drop, mask_weight)
         acc.backward(loss)
         if max_grad_norm: acc.clip_grad_norm_(model.parameters(), max_grad_norm)
-        opt.step(); opt.zero_grad()
+        opt.step(); sch.step(); opt.zero_grad()
         l = acc.gather(loss.detach()[None]).mean().item()
         losses.append(l)
         if acc.is_local_main_process and (step % log_every == 0 or step == steps - 1): bar.set_postfix(loss=f"{l:.4f}")

@@ -58,6 +58,8 @@ class RecipeConfig:
     joint_heads: int = 4
     joint_head_dim: int = 32              # width = heads * head_dim
     joint_patch: int = 1                  # latent patch size
+    joint_mask_weight: float | None = 1.0 # mask-noise loss weight, per-modality means (None: one MSE over both, mask ~ 4/36)
+    joint_warmup: int = 0                 # linear learning-rate warm-up steps
     # 4: generation
     num: int = 320                        # synthetic pairs
     gen_batch_size: int = 16
@@ -84,6 +86,8 @@ class RecipeConfig:
                   'num', 'gen_batch_size', 'num_inference_steps', 'n_figure', 'text_length', 'joint_layers'):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{k} must be a positive int, got {v!r}")
+        if self.joint_mask_weight is not None and not self.joint_mask_weight >= 0: raise ValueError(f"joint_mask_weight must be None or >= 0, got {self.joint_mask_weight}")
+        if isinstance(self.joint_warmup, bool) or not isinstance(self.joint_warmup, (int, np.integer)) or self.joint_warmup < 0: raise ValueError(f"joint_warmup must be an int >= 0, got {self.joint_warmup!r}")
         if self.guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if (self.resolution // 8) % self.joint_patch: raise ValueError(f"joint_patch {self.joint_patch} must divide the latent side {self.resolution // 8}")
         return self
@@ -281,6 +285,7 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
     spec = cfg.joint_spec or cfg.train_spec
     r = train_joint(icodec, tcodec, avae, spec, out / 'joint', steps=cfg.joint_steps, batch_size=cfg.joint_batch_size,
                     lr=cfg.joint_lr, resolution=cfg.resolution, seed=cfg.seed, checkpoint_every=max(1, cfg.joint_steps // 5),
+                    mask_weight=cfg.joint_mask_weight, warmup_steps=cfg.joint_warmup,
                     model_kwargs=dict(patch_size=cfg.joint_patch, num_attention_heads=cfg.joint_heads,
                                       attention_head_dim=cfg.joint_head_dim, num_layers=cfg.joint_layers), log_every=25)
     save_label_space(out / 'joint' / 'pipeline', load_dataset(spec).space)

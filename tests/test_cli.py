@@ -29,3 +29,7 @@ def test_unknown_spec_is_a_clear_error():
 def test_bench_refine_small():
     r = run('bench', 'refine', '--size', '96', '--n', '2', '--tau', '10')
     assert 'speed' in r.stdout.lower()
+
+def test_bench_generate_tiny():
+    r = run('bench', 'generate', '--n', '4', '--batch-size', '2', '--steps', '2')
+    assert 'pairs/s' in r.stdout and 'speed-up' in r.stdout

@@ -91,11 +91,28 @@ def test_cli_through_add_cli(first_run, capsys):
     with pytest.raises(SystemExit): parser.parse_args(['recipe', '--data', 'voc'])
 
 
+def test_joint_loss_settings_reach_training(first_run, tmp_path):
+    "The joint stage reproduces its record with the preset's loss weighting and changes with another one."
+    import dataclasses
+    from jodiff.recipe import stage_joint
+    out = tmp_path / 'run'
+    shutil.copytree(first_run[0] / 'annotation_vae', out / 'annotation_vae')
+    rec = json.loads((first_run[0] / 'stages' / 'joint.json').read_text())
+    cfg = RecipeConfig.preset('shapes', 'test')
+    assert cfg.joint_mask_weight == RecipeConfig().joint_mask_weight == 1.0
+    assert stage_joint(cfg, out)['loss_first'] == pytest.approx(rec['loss_first'], rel=1e-5)
+    shutil.rmtree(out / 'joint')
+    image_only = stage_joint(dataclasses.replace(cfg, joint_mask_weight=0.0), out)['loss_first']
+    assert image_only != pytest.approx(rec['loss_first'], rel=1e-3)
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='unknown data'): run_recipe('voc', tmp_path, scale='test', log=QUIET)
     with pytest.raises(ValueError, match='unknown scale'): run_recipe('shapes', tmp_path, scale='huge', log=QUIET)
     with pytest.raises(ValueError, match='joint_stpes'): run_recipe('shapes', tmp_path, scale='test', joint_stpes=3, log=QUIET)
     with pytest.raises(ValueError, match='num must be a positive int'): run_recipe('shapes', tmp_path, scale='test', num=0, log=QUIET)
+    with pytest.raises(ValueError, match='joint_mask_weight must be None or >= 0'): run_recipe('shapes', tmp_path, scale='test', joint_mask_weight=-1.0, log=QUIET)
+    with pytest.raises(ValueError, match='joint_warmup must be an int >= 0'): run_recipe('shapes', tmp_path, scale='test', joint_warmup=-1, log=QUIET)
     assert not (tmp_path / 'recipe.json').exists()  # nothing started
 
 
