@@ -12,7 +12,7 @@ def run_papermill(nb, out_nb, **params):
     assert r.returncode == 0, f"papermill {nb} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
 
 def test_table1_test_scale(tmp_path):
-    run_papermill('experiments/table1.ipynb', tmp_path / 'out.ipynb', dataset='shapes', scale='test', output_dir=tmp_path)
+    run_papermill('experiments/table1.ipynb', tmp_path / 'out.ipynb', dataset='shapes', scale='test', output_dir=tmp_path, work_dir=tmp_path / 'work')
     res = tmp_path / 'shapes-test-seed0'
     rows = list(csv.reader((res / 'table1.csv').open()))
     assert rows[0] == ['setting', 'deeplabv3-r18-tiny']
