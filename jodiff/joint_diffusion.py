@@ -63,14 +63,15 @@ class JointDiffusionTransformer(ModelMixin, ConfigMixin):
                  ff_final_dropout: bool = True,
                  dropout: float = 0.0,
                  image_scale: float = 1.0,        # extra factor on image-codec latents (measured at training start)
-                 mask_scale: float = 1.0):        # extra factor on annotation-VAE latents
+                 mask_scale: float = 1.0,         # extra factor on annotation-VAE latents
+                 patch_pos_embed: bool = False):  # add fixed 2D sin-cos positions to image and mask patches (one grid for both)
         super().__init__()
         D = num_attention_heads * attention_head_dim
         if sample_size % patch_size: raise ValueError(f"sample_size {sample_size} must be a multiple of patch_size {patch_size}")
         self.inner_dim, self.num_patches = D, (sample_size // patch_size) ** 2
         self.pre_text = nn.Linear(text_dim, inner_text_dim) if inner_text_dim else nn.Identity()
         self.text_in = nn.Linear(inner_text_dim or text_dim, D)
-        pe = lambda c: PatchEmbed(height=sample_size, width=sample_size, patch_size=patch_size, in_channels=c, embed_dim=D, use_pos_embed=False)
+        pe = lambda c: PatchEmbed(height=sample_size, width=sample_size, patch_size=patch_size, in_channels=c, embed_dim=D, use_pos_embed=patch_pos_embed)
         self.img_in, self.mask_in = pe(in_channels), pe(mask_channels)
         ts = lambda: Timesteps(D, flip_sin_to_cos=True, downscale_freq_shift=0)
         te = lambda: TimestepEmbedding(D, 4 * D, out_dim=D) if use_timestep_embedding else nn.Identity()

@@ -60,6 +60,7 @@ class RecipeConfig:
     joint_patch: int = 1                  # latent patch size
     joint_mask_weight: float | None = 1.0 # mask-noise loss weight, per-modality means (None: one MSE over both, mask ~ 4/36)
     joint_warmup: int = 0                 # linear learning-rate warm-up steps
+    joint_sincos: bool = True             # fixed 2D sin-cos positions on image and mask patches (aligns the two grids)
     # 4: generation
     num: int = 320                        # synthetic pairs
     gen_batch_size: int = 16
@@ -287,7 +288,8 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
                     lr=cfg.joint_lr, resolution=cfg.resolution, seed=cfg.seed, checkpoint_every=max(1, cfg.joint_steps // 5),
                     mask_weight=cfg.joint_mask_weight, warmup_steps=cfg.joint_warmup,
                     model_kwargs=dict(patch_size=cfg.joint_patch, num_attention_heads=cfg.joint_heads,
-                                      attention_head_dim=cfg.joint_head_dim, num_layers=cfg.joint_layers), log_every=25)
+                                      attention_head_dim=cfg.joint_head_dim, num_layers=cfg.joint_layers,
+                                      patch_pos_embed=cfg.joint_sincos), log_every=25)
     save_label_space(out / 'joint' / 'pipeline', load_dataset(spec).space)
     L, k = r['losses'], max(1, len(r['losses']) // 10)
     return dict(image_codec=isrc, text_codec=tsrc, steps=cfg.joint_steps, params=sum(p.numel() for p in r['model'].parameters()),
