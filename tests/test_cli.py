@@ -33,3 +33,10 @@ def test_bench_refine_small():
 def test_bench_generate_tiny():
     r = run('bench', 'generate', '--n', '4', '--batch-size', '2', '--steps', '2')
     assert 'pairs/s' in r.stdout and 'speed-up' in r.stdout
+
+def test_console_script_exits_zero_on_success():
+    "The installed `jodiff` script wraps main() in sys.exit(): a result returned by main would exit 1."
+    script = Path(sys.executable).with_name('jodiff')
+    assert script.is_file(), f"console script not installed beside {sys.executable}"
+    r = subprocess.run([str(script), 'data', 'stats', 'shapes:val?n=4&size=32'], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr
