@@ -325,25 +325,15 @@ def predict_masks(checkpoint,      # checkpoint file or work dir of `train_segme
                   n: int = 8,      # first n items
                  ) -> tuple:       # (images, true masks, predicted masks), lists of arrays
     "Predictions of a trained segmenter on the first `n` items of `spec`."
-    from mmcv.transforms import Compose
-    from mmengine.config import ConfigDict
-    from mmengine.dataset import pseudo_collate
-    from mmseg.registry import MODELS, TRANSFORMS
-    from jodiff.segment import checkpoint_meta, jodiff_source, load_checkpoint_file, register_mm_modules, resolve_checkpoint
+    from jodiff.segment import checkpoint_meta, load_trained, predict_item, resolve_checkpoint
     path = resolve_checkpoint(checkpoint)
-    meta = checkpoint_meta(path)
-    register_mm_modules(meta['model'])
-    net = MODELS.build(ConfigDict(meta['model_cfg']))
-    net.load_state_dict(load_checkpoint_file(path)['state_dict']); net.eval()
-    pipeline = Compose([TRANSFORMS.build(t) for t in meta['test_pipeline']])
-    ds = jodiff_source(spec, reload=True)
+    net, pipeline = load_trained(path, checkpoint_meta(path))
+    ds = load_dataset(spec)
     ims, gts, preds = [], [], []
-    with torch.no_grad():
-        for i in range(min(n, len(ds))):
-            item = ds[i]
-            data = pipeline(dict(jodiff_spec=spec, jodiff_index=i, seg_fields=[], reduce_zero_label=False))
-            p = net.test_step(pseudo_collate([data]))[0].pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-            ims.append(np.asarray(item['image'])); gts.append(np.asarray(item['mask'])); preds.append(p)
+    for i in range(min(n, len(ds))):
+        item = ds[i]
+        ims.append(np.asarray(item['image'])); gts.append(np.asarray(item['mask']))
+        preds.append(predict_item(net, pipeline, spec, i)[1].astype(np.uint8))
     return ims, gts, preds
 
 def stage_figures(cfg: RecipeConfig, out: Path) -> dict:

@@ -27,8 +27,8 @@ __all__ = ['NORM', 'DATA_PREPROCESSOR', 'SEGMENTERS', 'SETTINGS', 'trusted_torch
            'JodiffDataset', 'LoadJodiffImage', 'LoadJodiffAnnotations', 'MixSampler', 'mix_weights', 'deeplabv3_model',
            'mask2former_model', 'check_model_name', 'register_mm_modules', 'build_segmenter', 'JodiffMetaHook',
            'pipelines', 'build_config', 'checkpoint_meta', 'resolve_checkpoint', 'check_same_space', 'check_labels',
-           'check_checkpoint', 'train_segmenter', 'evaluate_segmenter', 'metrics_table', 'spec_with', 'train_setting',
-           'cli_train', 'cli_eval', 'add_cli']
+           'check_checkpoint', 'train_segmenter', 'load_trained', 'predict_item', 'evaluate_segmenter', 'metrics_table',
+           'spec_with', 'train_setting', 'cli_train', 'cli_eval', 'add_cli']
 
 # %% ../nbs/50_segmenters.ipynb #98a6aebb
 def _is_under(path, roots) -> bool:
@@ -522,6 +522,26 @@ def train_segmenter(model: str,               # a name in SEGMENTERS
                 resumed_from=None if last is None else str(last), trained_iters=max(0, int(iters) - done),
                 val_IoUMetric=val_metrics, metrics=metrics)
 
+# %% ../nbs/50_segmenters.ipynb #e1344a0a
+def load_trained(path,                # a checkpoint file written by `train_segmenter`
+                 meta: dict,          # its `checkpoint_meta`
+                 device: str = 'cpu', # torch device
+                ) -> tuple:           # (model in eval mode, test pipeline)
+    "The trained segmenter of a checkpoint, built from the config and test pipeline stored in it."
+    register_mm_modules(meta['model'])
+    net = MODELS.build(ConfigDict(meta['model_cfg']))
+    net.load_state_dict(load_checkpoint_file(path)['state_dict'])
+    return net.to(device).eval(), Compose([TRANSFORMS.build(t) for t in meta['test_pipeline']])
+
+@torch.no_grad()
+def predict_item(net, pipeline,  # from `load_trained`
+                 spec: str,      # jodiff dataset spec
+                 i: int,         # item index
+                ) -> tuple:      # (the pipeline's data dict, predicted (H,W) class ids)
+    "Predict the class map of item `i` of `spec`, at the size of its label."
+    data = pipeline(dict(jodiff_spec=str(spec), jodiff_index=i, seg_fields=[], reduce_zero_label=False))
+    return data, net.test_step(pseudo_collate([data]))[0].pred_sem_seg.data[0].cpu().numpy()
+
 # %% ../nbs/50_segmenters.ipynb #859c2c77
 def evaluate_segmenter(checkpoint,          # checkpoint file, or a work dir (its latest checkpoint)
                        data_spec: str,      # jodiff spec of the evaluation data
@@ -538,19 +558,14 @@ def evaluate_segmenter(checkpoint,          # checkpoint file, or a work dir (it
     if len(ds) == 0: raise DataError(f"eval set {data_spec!r} is empty")
     check_same_space(space, ds.space, f"checkpoint {path}", f"eval set {data_spec!r}")
     # 2. Model from the stored config and weights
-    register_mm_modules(meta['model'])
-    net = MODELS.build(ConfigDict(meta['model_cfg']))
-    net.load_state_dict(load_checkpoint_file(path)['state_dict'])
-    net.to(device).eval()
-    pipeline = Compose([TRANSFORMS.build(t) for t in meta['test_pipeline']])
+    net, pipeline = load_trained(path, meta, device)
     # 3. Predict and count
     meter, t0 = IoUMeter(space.num_classes, space.ignore_index), time.time()
     with torch.no_grad():
         for i in range(len(ds)):
-            data = pipeline(dict(jodiff_spec=str(data_spec), jodiff_index=i, seg_fields=[], reduce_zero_label=False))
+            data, pred = predict_item(net, pipeline, data_spec, i)
             gt = data['data_samples'].gt_sem_seg.data[0].numpy()
             space.check_mask(gt, where=f"{data_spec} item {i} ({data['data_samples'].img_path})")
-            pred = net.test_step(pseudo_collate([data]))[0].pred_sem_seg.data[0].cpu().numpy()
             meter.update(pred, gt)
     r = meter.compute()
     nan = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
