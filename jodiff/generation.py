@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_generation.ipynb #4ca24b48
 from __future__ import annotations
-import argparse, hashlib, importlib, json, os, time
+import argparse, hashlib, json, os, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -178,11 +178,9 @@ def _load_pipeline(pipe_or_dir):
     if not isinstance(pipe_or_dir, (str, os.PathLike)): return pipe_or_dir, None
     d = Path(pipe_or_dir)
     if not (d / 'model_index.json').is_file(): raise DataError(f"{d}: not a saved pipeline (no model_index.json)")
-    try: index = json.loads((d / 'model_index.json').read_text())
+    try: json.loads((d / 'model_index.json').read_text())
     except ValueError as e: raise DataError(f"{d / 'model_index.json'}: not valid JSON ({e})") from None
-    for v in index.values():  # diffusers loads components only from modules already imported
-        if isinstance(v, list) and v and isinstance(v[0], str) and v[0].split('.')[0] == 'jodiff': importlib.import_module(v[0])
-    from jodiff.pipeline import JoDiffusionPipeline
+    from jodiff.pipeline import JoDiffusionPipeline  # imports every jodiff component class the index names
     return JoDiffusionPipeline.from_pretrained(str(d)), d
 
 def _norm_tau(refine_tau):

@@ -13,6 +13,7 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, SchedulerM
 from diffusers.utils import BaseOutput
 from .encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 from .joint_diffusion import JointDiffusionTransformer, tiny_joint_transformer, mask_vae_scale, mask_latent_channels
+from .annotation_vae import AnnotationVAE  # imported so that `from_pretrained` finds every component class
 
 # %% auto #0
 __all__ = ['JoDiffusionPipelineOutput', 'JoDiffusionPipeline', 'tiny_pipeline']
