@@ -71,11 +71,18 @@ def decode_bits(bits: Tensor,           # (B,n_bits,H,W), thresholded at 0
 
 # %% ../nbs/10_annotation_vae.ipynb #08bcac7f
 class ResBlock(nn.Module):
-    "Pre-activation residual block: x + conv(silu(conv(silu(x))))."
-    def __init__(self, ch: int):
+    "Pre-activation residual block: x + conv(silu(norm(conv(silu(norm(x)))))), norm = GroupNorm or identity."
+    def __init__(self, ch: int, groups: int = 0):  # groups: GroupNorm groups, 0 for none
         super().__init__()
         self.conv1, self.conv2 = nn.Conv2d(ch, ch, 3, padding=1), nn.Conv2d(ch, ch, 3, padding=1)
-    def forward(self, x): return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+        self.norm1, self.norm2 = (_norm(ch, groups), _norm(ch, groups))
+    def forward(self, x): return x + self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+
+def _norm(ch: int, groups: int) -> nn.Module:
+    "GroupNorm over `ch` channels, or identity when `groups` is 0."
+    if not groups: return nn.Identity()
+    if ch % groups: raise ValueError(f"AnnotationVAE: {ch} channels are not divisible into {groups} norm groups")
+    return nn.GroupNorm(groups, ch)
 
 # %% ../nbs/10_annotation_vae.ipynb #774f00b5
 class AnnotationVAE(ModelMixin, ConfigMixin):
@@ -87,6 +94,7 @@ class AnnotationVAE(ModelMixin, ConfigMixin):
                  latent_channels: int = 4,      # channels of the latent (4, like an image latent)
                  block_out_channels: tuple = (32, 64, 128), # channels per resolution level; one downsampling each
                  layers_per_block: int = 1,     # residual blocks per level
+                 norm_num_groups: int = 0,      # GroupNorm groups in every block (0: no normalisation)
                  scaling_factor: float = 1.0,   # latent * scaling_factor has ~unit std (set after training)
                 ):
         super().__init__()
@@ -96,15 +104,15 @@ class AnnotationVAE(ModelMixin, ConfigMixin):
         self.downsample_factor = 2 ** len(chs)
         enc = [nn.PixelUnshuffle(2), nn.Conv2d(4 * self.n_bits, chs[0], 3, padding=1)]
         for i, c in enumerate(chs):
-            enc += [ResBlock(c) for _ in range(layers_per_block)]
+            enc += [ResBlock(c, norm_num_groups) for _ in range(layers_per_block)]
             if i + 1 < len(chs): enc += [nn.Conv2d(c, chs[i + 1], 3, stride=2, padding=1)]
-        enc += [nn.SiLU(), nn.Conv2d(chs[-1], latent_channels, 3, padding=1)]
+        enc += [_norm(chs[-1], norm_num_groups), nn.SiLU(), nn.Conv2d(chs[-1], latent_channels, 3, padding=1)]
         self.encoder = nn.Sequential(*enc)
         dec = [nn.Conv2d(latent_channels, chs[-1], 3, padding=1)]
         for i in reversed(range(len(chs))):
             if i + 1 < len(chs): dec += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(chs[i + 1], chs[i], 3, padding=1)]
-            dec += [ResBlock(chs[i]) for _ in range(layers_per_block)]
-        dec += [nn.SiLU(), nn.Conv2d(chs[0], 4 * n_classes, 3, padding=1), nn.PixelShuffle(2)]
+            dec += [ResBlock(chs[i], norm_num_groups) for _ in range(layers_per_block)]
+        dec += [_norm(chs[0], norm_num_groups), nn.SiLU(), nn.Conv2d(chs[0], 4 * n_classes, 3, padding=1), nn.PixelShuffle(2)]
         self.decoder = nn.Sequential(*dec)
 
     def encode(self, mask) -> Tensor:

@@ -14,14 +14,14 @@ from torch.utils.data import Dataset
 import jodiff
 from .core import (DataError, LabelSpace, get_label_space, read_image, save_image, read_mask, write_mask,
                          atomic_write)
-from .shapes import render_scene, split_seed, SPLIT_OFFSETS, SPLIT_SIZE, MIN_SIZE, MAX_SIZE
+from .shapes import render_scene, LEVELS, split_seed, SPLIT_OFFSETS, SPLIT_SIZE, MIN_SIZE, MAX_SIZE
 
 # %% auto #0
-__all__ = ['KINDS', 'SPEC_OPTIONS', 'CAMVID_LUT', 'ADE20K_LUT', 'DEFAULT_SHAPES_N', 'LOADERS', 'DatasetSpec', 'parse_spec',
-           'SegDataset', 'FileDataset', 'ShapesDataset', 'value_lut', 'load_camvid', 'load_voc', 'load_coco',
-           'load_ade20k', 'load_cityscapes', 'read_jsonl', 'load_folder', 'FolderWriter', 'load_shapes', 'load_dataset',
-           'Transform', 'Resize', 'RandomCrop', 'RandomFlip', 'Compose', 'class_frequencies', 'frequency_table',
-           'shared_dir']
+__all__ = ['KINDS', 'SPEC_OPTIONS', 'TEXT_OPTIONS', 'CAMVID_LUT', 'ADE20K_LUT', 'DEFAULT_SHAPES_N', 'LOADERS', 'DatasetSpec',
+           'parse_spec', 'SegDataset', 'FileDataset', 'ShapesDataset', 'value_lut', 'load_camvid', 'load_voc',
+           'load_coco', 'load_ade20k', 'load_cityscapes', 'read_jsonl', 'load_folder', 'FolderWriter', 'load_shapes',
+           'load_dataset', 'Transform', 'Resize', 'RandomCrop', 'RandomFlip', 'Compose', 'class_frequencies',
+           'frequency_table', 'shared_dir']
 
 # %% ../nbs/01_data.ipynb #c7a0862a
 KINDS = {  # kind -> (splits, default split); `None` split means the kind has no splits
@@ -35,7 +35,9 @@ KINDS = {  # kind -> (splits, default split); `None` split means the kind has no
 }
 SPEC_OPTIONS = {'n': 'take the first n items (after a seeded shuffle when `seed` is given; shapes: n scenes)',
                 'size': 'shapes resolution (32..512, default 128)',
-                'seed': 'shapes: first seed within the split; other kinds: shuffle the items with this seed'}
+                'seed': 'shapes: first seed within the split; other kinds: shuffle the items with this seed',
+                'level': 'shapes difficulty: hard (default) or easy (see jodiff.shapes.LEVELS)'}
+TEXT_OPTIONS = {'level'}   # options whose value is a name; all others are integers
 
 @dataclass
 class DatasetSpec:
@@ -43,7 +45,7 @@ class DatasetSpec:
     kind: str                                     # one of `KINDS`
     path: str | None = None                       # dataset root (None for shapes)
     split: str | None = None                      # split name (None for folder)
-    options: dict = field(default_factory=dict)   # integer options, see `SPEC_OPTIONS`
+    options: dict = field(default_factory=dict)   # options, see `SPEC_OPTIONS` (integers except `TEXT_OPTIONS`)
     def __str__(self):
         s = ':'.join(x for x in (self.kind, self.path, self.split) if x is not None)
         return s + ('?' + '&'.join(f'{k}={v}' for k, v in self.options.items()) if self.options else '')
@@ -73,10 +75,14 @@ def parse_spec(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50&size=64', 'camvi
     options = {}
     for k, v in parse_qsl(query, keep_blank_values=True):
         if k not in SPEC_OPTIONS: raise DataError(f"dataset spec {spec!r}: unknown option {k!r}; known options: {', '.join(SPEC_OPTIONS)}")
+        if k in TEXT_OPTIONS: options[k] = v; continue
         try: options[k] = int(v)
         except ValueError: raise DataError(f"dataset spec {spec!r}: option {k}={v!r} must be an integer") from None
         if options[k] < (1 if k == 'n' else 0): raise DataError(f"dataset spec {spec!r}: option {k}={v} is out of range")
-    if 'size' in options and kind != 'shapes': raise DataError(f"dataset spec {spec!r}: option 'size' only applies to shapes")
+    for k in ('size', 'level'):
+        if k in options and kind != 'shapes': raise DataError(f"dataset spec {spec!r}: option {k!r} only applies to shapes")
+    if 'level' in options and options['level'] not in LEVELS:
+        raise DataError(f"dataset spec {spec!r}: unknown shapes level {options['level']!r}; known levels: {', '.join(LEVELS)}")
     if 'size' in options and not MIN_SIZE <= options['size'] <= MAX_SIZE:
         raise DataError(f"dataset spec {spec!r}: shapes size must be in [{MIN_SIZE}, {MAX_SIZE}], got {options['size']}")
     return DatasetSpec(kind, path, split, options)
@@ -133,12 +139,12 @@ class FileDataset(SegDataset):
 
 class ShapesDataset(SegDataset):
     "Procedural shapes scenes, one per seed (records hold 'seed')."
-    def __init__(self, records, space=None, spec=None, transform=None, size: int = 128):
+    def __init__(self, records, space=None, spec=None, transform=None, size: int = 128, level: str = 'hard'):
         super().__init__(records, space or get_label_space('shapes'), spec, transform)
-        self.size = size
+        self.size, self.level = size, level
     def load(self, i):
         r = self.records[i]
-        s = render_scene(r['seed'], self.size)
+        s = render_scene(r['seed'], self.size, self.level)
         return dict(image=s['image'], mask=s['mask'], caption=s['caption'], name=r['name'])
 
 # %% ../nbs/01_data.ipynb #7e4bd7aa
@@ -358,12 +364,16 @@ def _json_default(o):
 # %% ../nbs/01_data.ipynb #98448dee
 DEFAULT_SHAPES_N = {'train': 2000, 'val': 200, 'test': 200}  # shapes items per split unless `n` is given
 
-def load_shapes(split: str = 'train', n: int | None = None, size: int = 128, seed: int = 0) -> ShapesDataset:
+def load_shapes(split: str = 'train', n: int | None = None, size: int = 128, seed: int = 0,
+                level: str = 'hard',  # difficulty, a key of `jodiff.shapes.LEVELS`
+               ) -> ShapesDataset:
     "The procedural shapes world: `n` scenes with consecutive seeds from the split's seed range."
     n = DEFAULT_SHAPES_N[split] if n is None else n
     if seed + n > SPLIT_SIZE: raise DataError(f"shapes:{split}: seed {seed} + n {n} leaves the split's {SPLIT_SIZE} seeds")
-    records = [dict(name=f'shapes_{split_seed(split, seed + i):07d}', seed=split_seed(split, seed + i)) for i in range(n)]
-    return ShapesDataset(records, get_label_space('shapes'), size=size)
+    if level not in LEVELS: raise DataError(f"shapes:{split}: unknown level {level!r}; known levels: {', '.join(LEVELS)}")
+    prefix = 'shapes' if level == 'hard' else f'shapes-{level}'   # easy scenes never share a name with hard ones
+    records = [dict(name=f'{prefix}_{split_seed(split, seed + i):07d}', seed=split_seed(split, seed + i)) for i in range(n)]
+    return ShapesDataset(records, get_label_space('shapes'), size=size, level=level)
 
 LOADERS = dict(camvid=load_camvid, voc=load_voc, coco=load_coco, ade20k=load_ade20k,
                cityscapes=load_cityscapes, folder=load_folder)
@@ -375,7 +385,7 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
     spec = parse_spec(spec)
     o = spec.options
     if spec.kind == 'shapes':
-        ds = load_shapes(spec.split, o.get('n'), o.get('size', 128), o.get('seed', 0))
+        ds = load_shapes(spec.split, o.get('n'), o.get('size', 128), o.get('seed', 0), o.get('level', 'hard'))
     else:
         ds = LOADERS[spec.kind](Path(os.path.expanduser(spec.path)), spec.split)
         idx = np.arange(len(ds))

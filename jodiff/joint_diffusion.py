@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from diffusers import ModelMixin, ConfigMixin, DDPMScheduler
 from diffusers.configuration_utils import register_to_config
+from diffusers.training_utils import compute_snr
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.utils import BaseOutput
 with warnings.catch_warnings():
@@ -237,7 +238,8 @@ def make_noise_scheduler() -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 def joint_loss(model, zi, zm, txt, null, scheduler, gen, cond_drop=0.1,
-               mask_weight: float | None = None):  # None: MSE over the joint noise; w: (image MSE + w * mask MSE) / (1 + w)
+               mask_weight: float | None = None,  # None: MSE over the joint noise; w: (image MSE + w * mask MSE) / (1 + w)
+               snr_gamma: float | None = None):   # None: plain MSE; g: Min-SNR-g weight min(SNR(t), g) / SNR(t) per sample
     "One shared timestep and one joint noise draw over (image, mask) latents; MSE on the joint noise."
     B, dev = zi.shape[0], zi.device
     t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), generator=gen).to(dev)
@@ -245,11 +247,18 @@ def joint_loss(model, zi, zm, txt, null, scheduler, gen, cond_drop=0.1,
     drop = (torch.rand(B, generator=gen) < cond_drop).to(dev)
     txt = torch.where(drop[:, None, None], null.to(dev).expand_as(txt), txt)
     out = model(scheduler.add_noise(zi, ni, t), scheduler.add_noise(zm, nm, t), t, txt)
+    w = None
+    if snr_gamma is not None:   # Min-SNR-gamma (Hang et al. 2023): low-noise steps stop dominating the gradient
+        snr = compute_snr(scheduler, t).float()
+        w = torch.clamp(snr, max=float(snr_gamma)) / snr
+    def mse(pred, target):      # per-sample mean squared error, weighted by w, averaged over the batch
+        e = (pred.float() - target).pow(2).flatten(1).mean(1)
+        return (e * w).mean() if w is not None else e.mean()
     if mask_weight is not None:  # per-modality means, so the few mask channels are not outweighed by the image's
-        li, lm = F.mse_loss(out.image_sample.float(), ni), F.mse_loss(out.mask_sample.float(), nm)
+        li, lm = mse(out.image_sample, ni), mse(out.mask_sample, nm)
         return (li + mask_weight * lm) / (1 + mask_weight)
     pred = torch.cat([out.image_sample.flatten(1), out.mask_sample.flatten(1)], 1)
-    return F.mse_loss(pred.float(), torch.cat([ni.flatten(1), nm.flatten(1)], 1))
+    return mse(pred, torch.cat([ni.flatten(1), nm.flatten(1)], 1))
 
 # %% ../nbs/20_joint_diffusion.ipynb #e7f3fd8f
 def _latest_checkpoint(out_dir: Path):
@@ -274,6 +283,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                 max_grad_norm: float = 1.0,
                 mask_weight: float | None = None, # None: joint MSE; w: per-modality means, mask weighted w (see `joint_loss`)
                 warmup_steps: int = 0,           # linear learning-rate warm-up
+                snr_gamma: float | None = None,  # Min-SNR-gamma loss weighting (None: off; 5 is the usual value)
                 weight_decay: float = 0.0,
                 mixed_precision: str = "no",
                 cpu: bool = False,               # force CPU even if a GPU is present
@@ -327,7 +337,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
         txt = tcodec.encode(caps)
         gen = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
         with acc.autocast():
-            loss = joint_loss(model, zi, zm, txt, null, sched, gen, cond_drop, mask_weight)
+            loss = joint_loss(model, zi, zm, txt, null, sched, gen, cond_drop, mask_weight, snr_gamma)
         acc.backward(loss)
         if max_grad_norm: acc.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step(); sch.step(); opt.zero_grad()
@@ -367,11 +377,14 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0); p.add_argument("--checkpoint-every", type=int, default=0)
     p.add_argument("--model-kwargs", default="{}", help="JSON config overrides, e.g. '{\"num_layers\": 7}'")
     p.add_argument("--no-resume", action="store_true"); p.add_argument("--no-pipeline", action="store_true")
+    p.add_argument("--mask-weight", type=float, help="per-modality loss, mask weighted this much (default: one joint MSE)")
+    p.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weighting, e.g. 5 (default: off)")
     p.add_argument("--cpu", action="store_true")
     a = p.parse_args(argv)
     r = train_joint(a.image_codec, a.text_codec, a.annotation_vae, a.dataset, a.out_dir, a.steps, a.batch_size, a.lr,
                     a.resolution, a.cond_drop, a.seed, model_kwargs=json.loads(a.model_kwargs), checkpoint_every=a.checkpoint_every,
-                    resume=not a.no_resume, cpu=a.cpu, save_pipeline=not a.no_pipeline)
+                    resume=not a.no_resume, cpu=a.cpu, save_pipeline=not a.no_pipeline,
+                    mask_weight=a.mask_weight, snr_gamma=a.snr_gamma)
     return r
 
 if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "jodiff.joint_diffusion": main()  # python -m only

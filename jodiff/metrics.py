@@ -9,7 +9,7 @@ import numpy as np
 from .core import DataError
 
 # %% auto #0
-__all__ = ['IoUMeter', 'compute_miou', 'seen_unseen', 'iou_table']
+__all__ = ['IoUMeter', 'compute_miou', 'seen_unseen', 'mask_colour_r2', 'iou_table']
 
 # %% ../nbs/02_metrics.ipynb #fe6c68f6
 def _as_ids(x,          # array or tensor of class ids
@@ -137,6 +137,29 @@ def seen_unseen(per_class,               # per-class IoU (percent), NaN for abse
     s, u = _nanmean(iou[~is_unseen]), _nanmean(iou[is_unseen])
     h = 2 * s * u / (s + u) if s + u > 0 else (0.0 if s == u == 0 else math.nan)
     return {"seen": s, "unseen": u, "hIoU": h}
+
+# %% ../nbs/02_metrics.ipynb #085239e0
+def mask_colour_r2(images,                 # sequence of (H,W,3) uint8 images
+                   masks,                  # sequence of (H,W) class-id masks, same sizes
+                   ignore_index: int = 255,# pixels left out
+                  ) -> float:              # percent of colour variance explained by the mask regions (pooled)
+    "Share of the images' colour variance explained by their masks' class regions, in percent."
+    images, masks = list(images), list(masks)
+    if len(images) != len(masks) or not images: raise ValueError(f"mask_colour_r2: need as many masks as images (>0), got {len(images)} and {len(masks)}")
+    within = total = 0.0
+    for i, (im, m) in enumerate(zip(images, masks)):
+        im, m = np.asarray(im, np.float64), np.asarray(m)
+        if im.ndim != 3 or im.shape[:2] != m.shape: raise ValueError(f"mask_colour_r2: pair {i}: image {im.shape} and mask {m.shape} do not match")
+        keep = m != ignore_index
+        x, ids = im[keep], m[keep].astype(np.int64)
+        if not len(x): continue
+        n = np.bincount(ids)
+        for ch in range(x.shape[1]):
+            s, s2 = np.bincount(ids, x[:, ch]), np.bincount(ids, x[:, ch] ** 2)
+            nz = n > 0
+            within += float((s2[nz] - s[nz] ** 2 / n[nz]).sum())
+            total += float((x[:, ch] ** 2).sum() - x[:, ch].sum() ** 2 / len(x))
+    return float('nan') if total <= 0 else 100.0 * (1.0 - within / total)
 
 # %% ../nbs/02_metrics.ipynb #07c3582f
 def _fmt(v, digits):

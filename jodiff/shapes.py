@@ -9,8 +9,8 @@ from scipy import ndimage
 
 # %% auto #0
 __all__ = ['CLASSES', 'PLURALS', 'COLOURS', 'BACKGROUNDS', 'SPLIT_OFFSETS', 'SPLIT_SIZE', 'MIN_SIZE', 'MAX_SIZE', 'SURFACES',
-           'shape_inside', 'value_noise', 'background_texture', 'sample_object', 'rasterize_object', 'caption_for',
-           'render_scene', 'split_seed']
+           'LEVELS', 'shape_inside', 'value_noise', 'background_texture', 'sample_object', 'rasterize_object',
+           'caption_for', 'render_scene', 'split_seed']
 
 # %% ../nbs/03_shapes.ipynb #08c16793
 CLASSES = ('circle', 'square', 'triangle', 'star', 'ring', 'cross', 'crescent')  # object classes; mask id = index + 1 (0 = background)
@@ -144,14 +144,25 @@ def background_texture(name: str,                # one of `BACKGROUNDS`
 
 # %% ../nbs/03_shapes.ipynb #494e63ee
 SURFACES = ('flat', 'gradient', 'stripes', 'dots', 'speckle')  # object surface patterns
+LEVELS = {  # scene difficulty: objects per scene, radius range (fraction of the side), chance of distractor blobs, surfaces
+    'hard': dict(max_objects=6, radius=(0.05, 0.3), distractors=0.5, surfaces=SURFACES),       # the default world
+    'easy': dict(max_objects=3, radius=(0.15, 0.3), distractors=0.0, surfaces=('flat', 'gradient')),  # learnable in CPU minutes
+}
+
+def _level(level: str) -> dict:
+    "The settings of a difficulty level, or a clear error."
+    if level not in LEVELS: raise ValueError(f"unknown shapes level {level!r}; expected one of {list(LEVELS)}")
+    return LEVELS[level]
 
 def sample_object(rng: np.random.Generator, # source of randomness
                   size: int,                # scene resolution
+                  level: str = 'hard',      # a key of `LEVELS`: radius range and surfaces
                  ) -> dict:                 # object parameters
     "Draw one object: class, colour and surface independent of each other, log-uniform radius."
-    rmin, rmax = max(0.05 * size, 3.0), 0.3 * size
+    L = _level(level)
+    rmin, rmax = max(L['radius'][0] * size, 3.0), L['radius'][1] * size
     return dict(kind=CLASSES[rng.integers(len(CLASSES))], colour=list(COLOURS)[rng.integers(len(COLOURS))],
-                surface=SURFACES[rng.integers(len(SURFACES))],
+                surface=L['surfaces'][rng.integers(len(L['surfaces']))],
                 cy=rng.uniform(0.08, 0.92) * size, cx=rng.uniform(0.08, 0.92) * size,
                 r=float(np.exp(rng.uniform(np.log(rmin), np.log(rmax)))), angle=rng.uniform(0, 2 * np.pi),
                 stretch=rng.uniform(0.85, 1.15), shade_angle=rng.uniform(0, 2 * np.pi),
@@ -223,20 +234,22 @@ def _distractors(rng, img):
         col = np.asarray(list(COLOURS.values())[rng.integers(len(COLOURS))], np.float32) / 255
         img *= 1 - a[..., None]; img += a[..., None] * col
 
-def render_scene(seed: int,       # scene id; the scene is a pure function of (seed, size)
+def render_scene(seed: int,       # scene id; the scene is a pure function of (seed, size, level)
                  size: int = 128, # resolution in pixels, 32..512
+                 level: str = 'hard', # difficulty, a key of `LEVELS`
                 ) -> dict:        # image (size,size,3) uint8, mask (size,size) uint8, caption, background, objects
     "Render one seeded shapes scene with its exact mask and caption."
     _check_size(size)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"shapes seed must be a non-negative integer, got {seed!r}")
+    L = _level(level)
     rng = np.random.default_rng([int(seed), 0x5A4E])
     bg = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     img = background_texture(bg, rng, size)
-    if rng.random() < 0.5: _distractors(rng, img)
+    if rng.random() < L['distractors']: _distractors(rng, img)
     ss, min_px = (3 if size <= 256 else 2), max(6, int(6e-4 * size * size))
     while True:
-        objs = [sample_object(rng, size) for _ in range(rng.integers(1, 7))]
+        objs = [sample_object(rng, size, level) for _ in range(rng.integers(1, L['max_objects'] + 1))]
         rast = [rasterize_object(o, size, ss) for o in objs]
         keep = [i for i, r in enumerate(rast) if r is not None and r[3].sum() >= min_px]
         for _ in range(2):                          # drop mostly-hidden objects, then recount (occluders gone)

@@ -160,3 +160,20 @@ def test_reconstruction_miou_perfect_decoder():
     vae.encode = encode
     vae.decode = lambda z: torch.nn.functional.one_hot(truth["m"].clamp(0, 3), 4).permute(0, 3, 1, 2).float()
     assert reconstruction_miou(vae, masks)["mIoU"] == pytest.approx(100.0)
+
+
+def test_group_norm_variant_round_trip_and_trains(tmp_path):
+    "norm_num_groups > 0 adds GroupNorm layers (with weights) that survive save/load; the model trains; bad groups are refused."
+    torch.manual_seed(0)
+    v = AnnotationVAE(n_classes=8, block_out_channels=(8, 8, 16), norm_num_groups=4)
+    assert any(isinstance(mod, torch.nn.GroupNorm) for mod in v.modules())
+    assert not any(isinstance(mod, torch.nn.GroupNorm) for mod in tiny_annotation_vae(8).modules())
+    masks = torch.stack([torch.from_numpy(render_scene(s, 32)['mask']) for s in range(2)]).long()
+    v.save_pretrained(tmp_path / 'gn')
+    w = AnnotationVAE.from_pretrained(tmp_path / 'gn')
+    assert w.config.norm_num_groups == 4
+    torch.testing.assert_close(w(masks), v(masks))
+    with pytest.raises(ValueError, match='norm groups'): AnnotationVAE(n_classes=8, block_out_channels=(6, 8, 16), norm_num_groups=4)
+    t = train_annotation_vae([render_scene(s, 32)['mask'] for s in range(4)], tmp_path / 'train', steps=12, batch_size=2, crop=32,
+                             lr=3e-3, n_classes=8, block_out_channels=(8, 8, 16), norm_num_groups=4, progress=False)
+    assert t.history[-1] < t.history[0]

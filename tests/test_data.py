@@ -285,3 +285,19 @@ def test_real_camvid(shared, capsys):
         assert f['total'] == len(ds) * 360 * 480 and f['ignore'] > 0         # void (11) became ignore
         assert abs(sum(f['fraction'].values()) - 1) < 1e-9 and min(f['pixels'].values()) > 0
         assert max(f['fraction'], key=f['fraction'].get) in ('road', 'building')
+
+def test_shapes_easy_level():
+    "`level=easy`: 1-3 larger objects, its own scene names; 'hard' stays the default world; bad levels are refused."
+    easy = load_dataset('shapes:val?n=40&size=64&level=easy')
+    hard = load_dataset('shapes:val?n=40&size=64')
+    assert easy.names[0] == 'shapes-easy_1000000' and hard.names[0] == 'shapes_1000000'
+    np.testing.assert_array_equal(hard[3]['mask'], render_scene(1_000_003, 64)['mask'])
+    np.testing.assert_array_equal(easy[3]['mask'], render_scene(1_000_003, 64, level='easy')['mask'])
+    scenes = [render_scene(1_000_000 + i, 64, level='easy') for i in range(40)]
+    assert all(1 <= len(s['objects']) <= 3 for s in scenes)
+    px = lambda ss: np.mean([o['pixels'] for s in ss for o in s['objects']])
+    assert px(scenes) > 1.5 * px([render_scene(1_000_000 + i, 64) for i in range(40)])
+    assert str(parse_spec('shapes:val?n=4&level=easy')) == 'shapes:val?n=4&level=easy'
+    with pytest.raises(DataError, match='known levels: hard, easy'): parse_spec('shapes:val?level=medium')
+    with pytest.raises(DataError, match='only applies to shapes'): parse_spec('camvid:/x:val?level=easy')
+    with pytest.raises(ValueError, match='medium'): render_scene(0, 64, level='medium')

@@ -86,3 +86,16 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     log = json.loads((tmp_path / "train_log.json").read_text())
     assert log["processes"] == 2 and len(log["losses"]) == 3
     assert (tmp_path / "pipeline" / "model_index.json").exists()
+
+def test_min_snr_weighting():
+    "snr_gamma scales each sample's error by min(SNR, g)/SNR: a huge g is the plain loss, a small one lowers it."
+    m, s = tiny_joint_transformer(0), make_noise_scheduler()
+    zi, zm, txt = _inputs(B=4)
+    L = lambda g: joint_loss(m, zi, zm, txt, torch.zeros(1, 8, 32), s, torch.Generator().manual_seed(2), 0.1, 1.0, g).item()
+    assert L(1e9) == pytest.approx(L(None), rel=1e-5)
+    assert L(0.5) < L(5.0) <= L(None) + 1e-6
+
+def test_train_joint_with_snr_gamma(tmp_path):
+    r = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "j", steps=3, batch_size=2, lr=1e-3, resolution=32,
+                    model_kwargs=dict(num_layers=3), mask_weight=1.0, snr_gamma=5.0, save_pipeline=False)
+    assert len(r["losses"]) == 3 and all(np.isfinite(r["losses"]))

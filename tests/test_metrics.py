@@ -212,3 +212,15 @@ def test_show_pairs_and_save_figure(tmp_path):
     assert len(fig2.axes) == 2 and not fig2.legends
     with pytest.raises(ValueError, match="2 images but 1 masks"): show_pairs(imgs[:2], masks[:1], space)
     with pytest.raises(ValueError, match="unsupported format"): save_figure(fig, tmp_path / "x.nope")
+
+
+def test_mask_colour_r2_real_pairs_vs_shuffled():
+    "Real shapes pairs: the mask explains a large share of the image's colour variance; shuffled masks almost none."
+    from jodiff.data import load_dataset
+    from jodiff.metrics import mask_colour_r2
+    ds = load_dataset('shapes:train?n=40&size=48&level=easy')
+    ims, mks = [ds[i]['image'] for i in range(40)], [ds[i]['mask'] for i in range(40)]
+    real, shuffled = mask_colour_r2(ims, mks), mask_colour_r2(ims, mks[1:] + mks[:1])
+    assert real > 30 and shuffled < 10 and real > 4 * shuffled, (real, shuffled)
+    assert mask_colour_r2(ims[:1], [np.zeros_like(mks[0])]) == pytest.approx(0, abs=1e-9)
+    with pytest.raises(ValueError, match='as many masks'): mask_colour_r2(ims, mks[:3])

@@ -31,6 +31,9 @@ def test_outputs_exist_and_values_in_range(first_run):
     assert json.loads((out / 'summary.json').read_text()) == s
     for k in ('real_miou', 'syn_miou', 'pair_consistency_miou', 'vae_recon_miou'):
         assert 0 <= s[k] <= 100, (k, s[k])
+    assert set(s['colour_r2']) == {'synthetic', 'real', 'shuffled', 'n'} and s['colour_r2']['n'] == 4
+    assert s['colour_r2']['real'] > 20, s['colour_r2']   # real pairs: objects are where their masks say
+    assert 'colour R²' in (out / 'summary.md').read_text()
     assert s['syn_over_real'] == pytest.approx(s['syn_miou'] / s['real_miou'], abs=1e-4)
     assert s['generation_pairs_per_s'] > 0 and s['num_pairs'] == 4 and s['num_real_train'] == 16
     assert set(s['timings_s']) == set(STAGES) and s['total_s'] == pytest.approx(sum(s['timings_s'].values()), abs=0.2)
