@@ -36,7 +36,7 @@ class RecipeConfig:
     resolution: int = 64                  # generated image side (multiple of 8)
     # 1, 5: segmenter
     segmenter: str = 'deeplabv3-r18-tiny' # a name in jodiff.segment.SEGMENTERS
-    seg_iters: int = 1500                 # iterations of each segmenter run
+    seg_iters: int = 1000                 # iterations of each segmenter run
     seg_batch_size: int = 8
     seg_lr: float | None = None           # None: the model's default
     seg_crop: int | None = None           # training crop side; None: the model's default
