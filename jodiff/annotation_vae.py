@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_annotation_vae.ipynb #4b057b8e
 from __future__ import annotations
-import json, math, re, shutil, time
+import json, math, shutil, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from diffusers.optimization import get_scheduler
 from tqdm import tqdm
 from .data import load_dataset
 from .metrics import IoUMeter
+from .core import checkpoint_dirs
 
 # %% auto #0
 __all__ = ['n_bits_for', 'encode_bits', 'decode_bits', 'ResBlock', 'AnnotationVAE', 'annotation_loss', 'tiny_annotation_vae',
@@ -192,12 +193,6 @@ def _crop_batch(masks: list, step: int, seed: int, batch_size: int, crop: int, i
         out[b, :c.shape[0], :c.shape[1]] = c
     return torch.from_numpy(out)
 
-def _checkpoints(out_dir: Path) -> list:
-    "checkpoint-<step> folders of `out_dir`, oldest first."
-    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint-*")
-             if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
-    return [p for _, p in sorted(found)]
-
 # %% ../nbs/10_annotation_vae.ipynb #8c012db6
 def train_annotation_vae(data,                      # dataset spec (`shapes:train?size=64`), a dataset of {"mask"} items, or a list of masks
                          out_dir,                   # checkpoints, `final/` and `train_log.json` go here; rerun to resume
@@ -232,7 +227,7 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     sched = get_scheduler("cosine", opt, num_warmup_steps=min(100, steps // 10), num_training_steps=steps)
     model, opt, sched = acc.prepare(vae, opt, sched)
     start, history, before = 0, [], 0.0
-    if cks := _checkpoints(out):
+    if cks := checkpoint_dirs(out):
         acc.load_state(str(cks[-1]))
         start = int(cks[-1].name.split("-")[1])
         st = json.loads((cks[-1] / "train_state.json").read_text())
@@ -252,7 +247,7 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
             p = out / f"checkpoint-{step + 1}"
             acc.save_state(str(p))
             (p / "train_state.json").write_text(json.dumps(dict(history=history, seconds=before + time.perf_counter() - t0)))
-            for old in _checkpoints(out)[:-keep_checkpoints]: shutil.rmtree(old)
+            for old in checkpoint_dirs(out)[:-keep_checkpoints]: shutil.rmtree(old)
     bar.close()
     vae = acc.unwrap_model(model).eval()
     with torch.no_grad():   # latents of held-out crops (negative steps are never trained on)

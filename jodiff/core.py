@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #5713ebb0
 from __future__ import annotations
-import contextlib, json, os, random, tempfile
+import contextlib, json, os, random, re, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -13,8 +13,8 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['CAMVID_CLASSES', 'CAMVID_PALETTE', 'SHAPES_CLASSES', 'LABEL_SPACE_NAMES', 'DataError', 'voc_colormap', 'LabelSpace',
-           'get_label_space', 'atomic_write', 'read_image', 'save_image', 'read_mask', 'write_mask', 'seed_everything',
-           'generator_for']
+           'get_label_space', 'atomic_write', 'read_image', 'save_image', 'read_mask', 'write_mask', 'checkpoint_dirs',
+           'seed_everything', 'generator_for']
 
 # %% ../nbs/00_core.ipynb #5cfaa352
 class DataError(ValueError):
@@ -202,6 +202,14 @@ def write_mask(path,              # destination .png
     pal = np.zeros((256, 3), np.uint8); pal[:space.num_classes] = space.palette; pal[space.ignore_index] = 255
     im.putpalette(pal.flatten().tolist())
     with atomic_write(path) as f: im.save(f, format='PNG')
+
+# %% ../nbs/00_core.ipynb #bd098ec9
+def checkpoint_dirs(out_dir,   # a run folder
+                   ) -> list:  # its `checkpoint-<step>` folders as Paths, oldest (smallest step) first
+    "The `checkpoint-<step>` folders of `out_dir`, sorted by step."
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint-*")
+             if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    return [p for _, p in sorted(found)]
 
 # %% ../nbs/00_core.ipynb #cdf6616e
 def seed_everything(seed: int, # the seed

@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     from diffusers.pipelines.deprecated.unidiffuser.modeling_uvit import PatchEmbed, UTransformer2DModel, UniDiffuserModel
 from tqdm.auto import tqdm
 from fastcore.imports import IN_NOTEBOOK
-from .core import DataError
+from .core import DataError, checkpoint_dirs
 from .encoders import ImageCodec, TextCodec, load_image_autoencoder, load_text_encoder, tiny_image_autoencoder, tiny_text_encoder
 
 # %% auto #0
@@ -262,7 +262,8 @@ def joint_loss(model, zi, zm, txt, null, scheduler, gen, cond_drop=0.1,
 
 # %% ../nbs/20_joint_diffusion.ipynb #e7f3fd8f
 def _latest_checkpoint(out_dir: Path):
-    cks = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    "The newest `checkpoint-<step>` folder of `out_dir`, or None."
+    cks = checkpoint_dirs(out_dir)
     return cks[-1] if cks else None
 
 def train_joint(image_codec="tiny",              # ImageCodec, model, or name/path ('tiny', 'taef2', SD repo...)
