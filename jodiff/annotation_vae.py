@@ -176,8 +176,8 @@ def _crop_batch(masks: list, step: int, seed: int, batch_size: int, crop: int, i
     "The training batch of `step`: random crops and flips, a pure function of (seed, step)."
     rng = np.random.default_rng([seed, step % 2**32, int(step < 0)])
     out = np.full((batch_size, crop, crop), ignore_index, np.int64)
+    ks = [k for k, ix in enumerate(index) if len(ix)] if class_uniform > 0 else []   # classes present in the data
     for b in range(batch_size):
-        ks = [k for k, ix in enumerate(index) if len(ix)] if class_uniform > 0 else []
         if ks and rng.random() < class_uniform:   # class-uniform sampling: rare classes as often as common ones
             k = rng.choice(ks)
             m = masks[rng.choice(index[k])]

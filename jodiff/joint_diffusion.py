@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from diffusers import ModelMixin, ConfigMixin, DDPMScheduler
 from diffusers.configuration_utils import register_to_config
+from diffusers.optimization import get_scheduler
 from diffusers.training_utils import compute_snr
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.utils import BaseOutput
@@ -320,7 +321,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                          f"resolution {resolution} / text encoder {tcodec.max_length}x{tcodec.dim}")
     sched = make_noise_scheduler()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+    sch = get_scheduler("constant_with_warmup", opt, num_warmup_steps=warmup_steps)  # diffusers' linear warm-up, then constant
     model, opt, sch = acc.prepare(model, opt, sch)
     step, ck = 0, _latest_checkpoint(out_dir) if resume else None
     if ck is not None:

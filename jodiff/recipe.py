@@ -150,7 +150,7 @@ class CachedImageCodec(ImageCodec):
         if sample or not isinstance(images, np.ndarray) or images.ndim != 4 or images.dtype != np.uint8:
             return super().encode(images, generator, sample)
         keys = [hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).digest() for im in images]
-        miss = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in self.cache}.values())  # first index of each new image
+        miss = list({k: i for i, k in enumerate(keys) if k not in self.cache}.values())  # one index per new image
         if miss:
             for i, z in zip(miss, super().encode(images[miss]).cpu()): self.cache[keys[i]] = z
             self.misses += len(miss)
@@ -343,13 +343,8 @@ def predict_masks(checkpoint,      # checkpoint file or work dir of `train_segme
     from jodiff.segment import checkpoint_meta, load_trained, predict_item, resolve_checkpoint
     path = resolve_checkpoint(checkpoint)
     net, pipeline = load_trained(path, checkpoint_meta(path))
-    ds = load_dataset(spec)
-    ims, gts, preds = [], [], []
-    for i in range(min(n, len(ds))):
-        item = ds[i]
-        ims.append(np.asarray(item['image'])); gts.append(np.asarray(item['mask']))
-        preds.append(predict_item(net, pipeline, spec, i)[1].astype(np.uint8))
-    return ims, gts, preds
+    ims, gts = _pairs(spec, n)
+    return ims, gts, [predict_item(net, pipeline, spec, i)[1].astype(np.uint8) for i in range(len(ims))]
 
 def stage_figures(cfg: RecipeConfig, out: Path) -> dict:
     "7. `generated_pairs.png` (first synthetic pairs) and `val_overlays.png` (real-trained segmenter on val scenes)."

@@ -316,7 +316,8 @@ class JodiffMetaHook(Hook):
 def _pair(v, what):
     "(h, w) from an int, a pair or a 'HxW' string."
     if isinstance(v, str): v = [int(t) for t in v.lower().split('x')]
-    if isinstance(v, (int, np.integer)) or len(v) == 1: v = (v, v) if isinstance(v, (int, np.integer)) else (v[0], v[0])
+    if isinstance(v, (int, np.integer)): v = (v, v)
+    elif len(v) == 1: v = (v[0], v[0])
     v = tuple(int(t) for t in v)
     if len(v) != 2 or min(v) < 1: raise ValueError(f"{what} must be a positive int or a pair (h, w), got {v}")
     return v
