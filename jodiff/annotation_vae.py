@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_annotation_vae.ipynb #4b057b8e
 from __future__ import annotations
-import json, math, shutil, time
+import argparse, json, math, shutil, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from .core import checkpoint_dirs
 
 # %% auto #0
 __all__ = ['n_bits_for', 'encode_bits', 'decode_bits', 'ResBlock', 'AnnotationVAE', 'annotation_loss', 'tiny_annotation_vae',
-           'train_annotation_vae', 'reconstruction_miou']
+           'save_masks', 'load_masks', 'train_annotation_vae', 'reconstruction_miou', 'checkpoint_curve', 'main']
 
 # %% ../nbs/10_annotation_vae.ipynb #2b691214
 def n_bits_for(n_classes: int, # K, the number of classes
@@ -141,9 +141,15 @@ class AnnotationVAE(ModelMixin, ConfigMixin):
 def annotation_loss(logits: Tensor,           # (B,K,H,W)
                     mask: Tensor,             # (B,H,W) class ids
                     ignore_index: int = 255,  # left out
+                    hard_fraction: float = 1.0, # mean over this fraction of the valid pixels with the highest loss (1: all)
                    ) -> Tensor:               # scalar
-    "Pixel-wise cross-entropy, ignoring `ignore_index`."
-    return F.cross_entropy(logits, mask.long().to(logits.device), ignore_index=ignore_index)
+    "Pixel-wise cross-entropy, ignoring `ignore_index`; optionally only over the hardest pixels (OHEM)."
+    if not 0 < hard_fraction <= 1: raise ValueError(f"annotation_loss: hard_fraction must be in (0, 1], got {hard_fraction!r}")
+    mask = mask.long().to(logits.device)
+    if hard_fraction == 1: return F.cross_entropy(logits, mask, ignore_index=ignore_index)
+    ce = F.cross_entropy(logits, mask, ignore_index=ignore_index, reduction="none")[mask != ignore_index]
+    if not ce.numel(): return logits.sum() * 0.0
+    return ce.topk(max(1, math.ceil(hard_fraction * ce.numel()))).values.mean()
 
 def tiny_annotation_vae(n_classes: int = 8, # K
                         seed: int = 0,      # initialisation seed
@@ -153,11 +159,40 @@ def tiny_annotation_vae(n_classes: int = 8, # K
         torch.manual_seed(seed)
         return AnnotationVAE(n_classes=n_classes, block_out_channels=(8, 8, 16), layers_per_block=1)
 
+# %% ../nbs/10_annotation_vae.ipynb #7deceb7b
+def save_masks(data,   # dataset spec or dataset with a label space
+               path,   # `.npz` file to write
+              ) -> Path:
+    "Write a dataset's masks, class count and class names to a compressed `.npz` (read back by `load_masks`)."
+    ds = load_dataset(str(data)) if isinstance(data, (str, Path)) else data
+    space = getattr(ds, "space", None)
+    if space is None: raise ValueError("save_masks: the data has no label space (pass a dataset spec)")
+    masks = [np.asarray(it["mask"], dtype=np.uint8) for it in ds]
+    if not masks: raise ValueError("save_masks: the dataset is empty")
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, n_classes=space.num_classes, names=np.array(space.names), **{f"m{i:06d}": m for i, m in enumerate(masks)})
+    tmp.replace(path)
+    return path
+
+def load_masks(path) -> tuple:
+    "(masks, n_classes, names) from a `save_masks` file."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path}: mask archive not found")
+    with np.load(path) as z:
+        if "n_classes" not in z.files: raise ValueError(f"{path}: not a save_masks archive (no n_classes)")
+        keys = sorted(k for k in z.files if k.startswith("m"))
+        return [z[k] for k in keys], int(z["n_classes"]), [str(s) for s in z["names"]]
+
 # %% ../nbs/10_annotation_vae.ipynb #57fab0ba
 def _masks_of(data, where: str) -> tuple:
-    "Masks (2-D uint8 arrays) and the label-space size (or None) of a dataset spec, a dataset, or a list of masks."
-    if isinstance(data, (str, Path)): data = load_dataset(str(data))
-    n = getattr(getattr(data, "space", None), "num_classes", None)
+    "Masks (2-D uint8 arrays) and the label-space size (or None) of a dataset spec, a `.npz` of `save_masks`, a dataset, or a list of masks."
+    if isinstance(data, (str, Path)) and str(data).endswith(".npz"):
+        masks, n, _ = load_masks(data)
+        data = masks
+    else:
+        if isinstance(data, (str, Path)): data = load_dataset(str(data))
+        n = getattr(getattr(data, "space", None), "num_classes", None)
     masks = [np.asarray(it["mask"] if isinstance(it, dict) else it) for it in data]
     if not masks: raise ValueError(f"{where}: the dataset is empty")
     for i, m in enumerate(masks):
@@ -206,6 +241,8 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
                          class_uniform: float = 0.8,# fraction of crops centred on a pixel of a uniformly drawn class (rare classes seen more)
                          seed: int = 0,             # seeds initialisation and the crop stream
                          progress: bool = True,     # show a tqdm bar
+                         hard_fraction: float = 1.0,# cross-entropy over this fraction of hardest pixels (`annotation_loss`)
+                         mixed_precision: str | None = None, # 'bf16', 'fp16' or 'no'; default: accelerate's (env/config)
                          **model_kwargs,            # AnnotationVAE config (latent_channels, block_out_channels, ...)
                         ) -> AnnotationVAE:         # the trained model (eval mode), `scaling_factor` set, `.history` = losses
     "Train an AnnotationVAE with cross-entropy on random crops, with checkpoints and resume (accelerate)."
@@ -222,7 +259,7 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     ig, f = vae.config.ignore_index, vae.downsample_factor
     if crop % f: raise ValueError(f"train_annotation_vae: crop must be a multiple of {f}, got {crop}")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    acc = Accelerator(project_config=ProjectConfiguration(project_dir=str(out)))
+    acc = Accelerator(project_config=ProjectConfiguration(project_dir=str(out)), mixed_precision=mixed_precision)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = get_scheduler("cosine", opt, num_warmup_steps=min(100, steps // 10), num_training_steps=steps)
     model, opt, sched = acc.prepare(vae, opt, sched)
@@ -237,7 +274,7 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     bar = tqdm(total=steps, initial=min(start, steps), disable=not progress, mininterval=15, desc="annotation VAE")
     for step in range(start, steps):
         batch = _crop_batch(masks, step, seed, batch_size, crop, ig, class_uniform, index).to(acc.device)
-        loss = annotation_loss(model(batch), batch, ig)
+        loss = annotation_loss(model(batch), batch, ig, hard_fraction)
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(); sched.step(); opt.zero_grad()
@@ -257,7 +294,8 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     log = dict(steps=steps, resumed_from=start, train_seconds=round(before + time.perf_counter() - t0, 1),
                final_loss=history[-1] if history else None, n_params=sum(p.numel() for p in vae.parameters()),
                scaling_factor=vae.config.scaling_factor, batch_size=batch_size, crop=crop, lr=lr,
-               class_uniform=class_uniform, seed=seed, config=dict(vae.config))
+               class_uniform=class_uniform, hard_fraction=hard_fraction, seed=seed, mixed_precision=acc.mixed_precision, device=str(acc.device),
+               config=dict(vae.config))
     (out / "train_log.json").write_text(json.dumps(log, indent=1))
     vae.history = history
     return vae
@@ -284,3 +322,72 @@ def reconstruction_miou(vae: AnnotationVAE,  # trained model
             meter.update(pred, t[:, :H, :W])
     vae.train(was_training)
     return meter.compute()
+
+# %% ../nbs/10_annotation_vae.ipynb #f1994de8
+def checkpoint_curve(run_dir,              # a `train_annotation_vae` out_dir with `final/` and checkpoints
+                     data,                 # validation masks: spec, `.npz`, dataset or list
+                     device: str | None = None, # default: cuda when available
+                    ) -> list:             # rows {step, train_min, mIoU}, oldest first
+    "Reconstruction mIoU of each kept checkpoint of a run, cached in `run_dir/curve.json`."
+    from safetensors.torch import load_file
+    run = Path(run_dir); cache = run / "curve.json"
+    cks = checkpoint_dirs(run)
+    if cache.exists():
+        rows = json.loads(cache.read_text())
+        if [r["step"] for r in rows] == [int(c.name.split("-")[1]) for c in cks]: return rows
+    if not (run / "final" / "config.json").exists(): raise FileNotFoundError(f"{run}: no final/ model (train first)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, rows = AnnotationVAE.load_config(run / "final"), []
+    for ck in cks:
+        v = AnnotationVAE.from_config(cfg)
+        v.load_state_dict(load_file(ck / "model.safetensors"))
+        st = json.loads((ck / "train_state.json").read_text())
+        rows.append(dict(step=int(ck.name.split("-")[1]), train_min=round(st["seconds"] / 60, 2),
+                         mIoU=round(reconstruction_miou(v.to(device), data)["mIoU"], 2)))
+    cache.write_text(json.dumps(rows))
+    return rows
+
+# %% ../nbs/10_annotation_vae.ipynb #b254107b
+def _ints(s: str) -> tuple: return tuple(int(x) for x in s.split(",") if x.strip())
+
+def main(argv=None) -> dict:
+    "Command line: train an annotation VAE, then write its reconstruction mIoU to `OUT/eval.json`."
+    p = argparse.ArgumentParser(prog="python -m jodiff.annotation_vae", description=main.__doc__)
+    p.add_argument("--train", required=True, help="dataset spec or save_masks .npz")
+    p.add_argument("--val", help="validation spec or .npz (default: no evaluation)")
+    p.add_argument("--out-dir", required=True); p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=8); p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--crop", type=int, default=128); p.add_argument("--class-uniform", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0); p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--keep-checkpoints", type=int, default=2)
+    p.add_argument("--block-out-channels", type=_ints, default=(32, 64, 128), help="comma list, e.g. 128,256,512")
+    p.add_argument("--layers-per-block", type=int, default=1); p.add_argument("--latent-channels", type=int, default=4)
+    p.add_argument("--norm-num-groups", type=int, default=0)
+    p.add_argument("--hard-fraction", type=float, default=1.0, help="cross-entropy over the hardest fraction of pixels")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
+    p.add_argument("--curve", action="store_true", help="also score every kept checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if torch.cuda.is_available(): torch.backends.cudnn.benchmark = True
+    vae = train_annotation_vae(a.train, a.out_dir, steps=a.steps, batch_size=a.batch_size, lr=a.lr, crop=a.crop,
+                               checkpoint_every=a.checkpoint_every, keep_checkpoints=a.keep_checkpoints,
+                               class_uniform=a.class_uniform, hard_fraction=a.hard_fraction, seed=a.seed, progress=not a.no_progress,
+                               mixed_precision=a.mixed_precision, block_out_channels=a.block_out_channels,
+                               layers_per_block=a.layers_per_block, latent_channels=a.latent_channels,
+                               norm_num_groups=a.norm_num_groups)
+    out = Path(a.out_dir); log = json.loads((out / "train_log.json").read_text())
+    res = dict(train=a.train, val=a.val, n_params=log["n_params"], steps=log["steps"], train_seconds=log["train_seconds"],
+               device=log["device"], mixed_precision=log["mixed_precision"])
+    if a.val:
+        t = time.perf_counter(); r = reconstruction_miou(vae, a.val)
+        names = (load_masks(a.val)[2] if str(a.val).endswith(".npz") else load_dataset(a.val).space.names)
+        per = {n: round(float(v), 2) for n, v in zip(names, r["per_class"])}
+        res.update(mIoU=round(r["mIoU"], 2), aAcc=round(r["aAcc"], 2), per_class=per,
+                   worst_class=min((v, n) for n, v in per.items() if v == v)[1], eval_seconds=round(time.perf_counter() - t, 1))
+        if a.curve: res["curve"] = checkpoint_curve(out, a.val, device=str(vae.device))
+        print(f"reconstruction mIoU {res['mIoU']:.2f} (worst: {res['worst_class']} {per[res['worst_class']]:.2f}); "
+              f"{res['n_params']:,} parameters, {res['steps']} steps in {res['train_seconds'] / 60:.1f} min on {res['device']}")
+    (out / "eval.json").write_text(json.dumps(res, indent=1))
+    return res
+
+if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "jodiff.annotation_vae": main()  # python -m only

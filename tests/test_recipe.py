@@ -126,3 +126,22 @@ def test_camvid_test_scale(tmp_path):
     caps = json.loads((tmp_path / 'cv' / 'synthetic' / 'captions.jsonl').read_text().splitlines()[0])['caption']
     assert caps.startswith('a scene with ')  # CamVid has no captions: made from the masks
     assert (tmp_path / 'cv' / 'generated_pairs.png').is_file() and (tmp_path / 'cv' / 'val_overlays.png').is_file()
+
+
+def test_avae_settings_reach_training(first_run, tmp_path):
+    "The annotation VAE stage passes its width, norm, latent and loss settings on, and an 8-channel mask latent trains the joint model."
+    import dataclasses
+    from jodiff.annotation_vae import AnnotationVAE
+    from jodiff.recipe import stage_avae, stage_joint
+    cfg = dataclasses.replace(RecipeConfig.preset('shapes', 'test'), avae_channels=(8, 8, 16), avae_layers=2, avae_norm_groups=4,
+                              avae_latent_channels=8, avae_hard_fraction=0.5)
+    rec = stage_avae(cfg, tmp_path)
+    log = json.loads((tmp_path / 'annotation_vae' / 'train_log.json').read_text())
+    assert log['hard_fraction'] == 0.5 and 0 <= rec['recon_mIoU'] <= 100
+    c = AnnotationVAE.from_pretrained(tmp_path / 'annotation_vae' / 'final').config
+    assert (c.layers_per_block, c.norm_num_groups, c.latent_channels) == (2, 4, 8)
+    j = stage_joint(cfg, tmp_path)
+    assert np.isfinite(j['loss_first'])
+    tr = json.loads((tmp_path / 'joint' / 'transformer' / 'config.json').read_text())
+    assert tr['mask_channels'] == 8
+    with pytest.raises(ValueError, match='avae_hard_fraction'): RecipeConfig.preset('shapes', 'test', avae_hard_fraction=2.0)
