@@ -136,7 +136,7 @@ def _preset(data: str, scale: str) -> dict:
         image_codec='tiny', text_codec='tiny', text_length=8, joint_steps=4, joint_batch_size=2, joint_layers=3,
         joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2, num_inference_steps=2, guidance_scale=2.0, n_figure=3)
     return dict(base, seg_scale=(480, 360), seg_crop=256, resolution=256, seg_iters=8000, seg_batch_size=8,
-                **dict(WIDE_AVAE, avae_steps=6500), joint_steps=50000, joint_batch_size=32, joint_lr=2e-4, joint_layers=13, joint_heads=8,
+                **WIDE_AVAE, joint_steps=50000, joint_batch_size=32, joint_lr=2e-4, joint_layers=13, joint_heads=8,
                 joint_head_dim=64, joint_patch=2, num=2000, gen_batch_size=32, num_inference_steps=25,
                 joint_snr_gamma=None)
 
