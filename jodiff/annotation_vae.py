@@ -16,6 +16,7 @@ from accelerate.utils import ProjectConfiguration
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.optimization import get_scheduler
+from safetensors.torch import load_file
 from tqdm import tqdm
 from .data import load_dataset
 from .metrics import IoUMeter
@@ -164,14 +165,11 @@ def save_masks(data,   # dataset spec or dataset with a label space
                path,   # `.npz` file to write
               ) -> Path:
     "Write a dataset's masks, class count and class names to a compressed `.npz` (read back by `load_masks`)."
-    ds = load_dataset(str(data)) if isinstance(data, (str, Path)) else data
-    space = getattr(ds, "space", None)
-    if space is None: raise ValueError("save_masks: the data has no label space (pass a dataset spec)")
-    masks = [np.asarray(it["mask"], dtype=np.uint8) for it in ds]
-    if not masks: raise ValueError("save_masks: the dataset is empty")
+    masks, n, names = _masks_of(data, "save_masks")
+    if n is None: raise ValueError("save_masks: the data has no label space (pass a dataset spec)")
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, n_classes=space.num_classes, names=np.array(space.names), **{f"m{i:06d}": m for i, m in enumerate(masks)})
+    np.savez_compressed(tmp, n_classes=n, names=np.array(names), **{f"m{i:06d}": m.astype(np.uint8) for i, m in enumerate(masks)})
     tmp.replace(path)
     return path
 
@@ -186,18 +184,17 @@ def load_masks(path) -> tuple:
 
 # %% ../nbs/10_annotation_vae.ipynb #57fab0ba
 def _masks_of(data, where: str) -> tuple:
-    "Masks (2-D uint8 arrays) and the label-space size (or None) of a dataset spec, a `.npz` of `save_masks`, a dataset, or a list of masks."
-    if isinstance(data, (str, Path)) and str(data).endswith(".npz"):
-        masks, n, _ = load_masks(data)
-        data = masks
+    "(masks as 2-D arrays, label-space size, class names), the last two None when unknown, of a spec, a `save_masks` `.npz`, a dataset or a list."
+    if isinstance(data, (str, Path)) and str(data).endswith(".npz"): data, n, names = load_masks(data)
     else:
         if isinstance(data, (str, Path)): data = load_dataset(str(data))
-        n = getattr(getattr(data, "space", None), "num_classes", None)
+        space = getattr(data, "space", None)
+        n, names = (space.num_classes, list(space.names)) if space is not None else (None, None)
     masks = [np.asarray(it["mask"] if isinstance(it, dict) else it) for it in data]
     if not masks: raise ValueError(f"{where}: the dataset is empty")
     for i, m in enumerate(masks):
         if m.ndim != 2: raise ValueError(f"{where}: mask {i} has shape {m.shape}, expected (H,W) class ids")
-    return masks, n
+    return masks, n, names
 
 def _class_index(masks: list, n_classes: int) -> list:
     "For each class id, the indices of the masks that contain it."
@@ -249,7 +246,7 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     for name, v in dict(steps=steps, batch_size=batch_size, crop=crop, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints).items():
         if not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"train_annotation_vae: {name} must be a positive int, got {v!r}")
     if not 0 <= class_uniform <= 1: raise ValueError(f"train_annotation_vae: class_uniform must be in [0, 1], got {class_uniform!r}")
-    masks, n_ds = _masks_of(data, "train_annotation_vae")
+    masks, n_ds, _ = _masks_of(data, "train_annotation_vae")
     n_classes = n_classes or n_ds
     if n_classes is None: raise ValueError("train_annotation_vae: pass n_classes (the data has no label space)")
     index = _class_index(masks, n_classes) if class_uniform > 0 else None
@@ -307,7 +304,7 @@ def reconstruction_miou(vae: AnnotationVAE,  # trained model
                         batch_size: int = 4, # masks per forward pass (same-shape masks are batched)
                        ) -> dict:            # `jodiff.metrics` result: mIoU, per_class, aAcc, ... (percent)
     "mIoU of encode -> decode on full masks (padded with ignore to a multiple of the downsample factor)."
-    masks, _ = _masks_of(data, "reconstruction_miou")
+    masks, _, _ = _masks_of(data, "reconstruction_miou")
     K, ig, f = vae.config.n_classes, vae.config.ignore_index, vae.downsample_factor
     meter, was_training = IoUMeter(K, ig), vae.training
     vae.eval()
@@ -329,7 +326,6 @@ def checkpoint_curve(run_dir,              # a `train_annotation_vae` out_dir wi
                      device: str | None = None, # default: cuda when available
                     ) -> list:             # rows {step, train_min, mIoU}, oldest first
     "Reconstruction mIoU of each kept checkpoint of a run, cached in `run_dir/curve.json`."
-    from safetensors.torch import load_file
     run = Path(run_dir); cache = run / "curve.json"
     cks = checkpoint_dirs(run)
     if cache.exists():
@@ -379,12 +375,13 @@ def main(argv=None) -> dict:
     res = dict(train=a.train, val=a.val, n_params=log["n_params"], steps=log["steps"], train_seconds=log["train_seconds"],
                device=log["device"], mixed_precision=log["mixed_precision"])
     if a.val:
-        t = time.perf_counter(); r = reconstruction_miou(vae, a.val)
-        names = (load_masks(a.val)[2] if str(a.val).endswith(".npz") else load_dataset(a.val).space.names)
-        per = {n: round(float(v), 2) for n, v in zip(names, r["per_class"])}
+        val, _, names = _masks_of(a.val, "main")   # read once, scored for the final model and every checkpoint
+        t = time.perf_counter(); r = reconstruction_miou(vae, val)
+        per = {n: round(float(v), 2) for n, v in zip(names or range(vae.config.n_classes), r["per_class"])}
+        present = {n: v for n, v in per.items() if not math.isnan(v)}
         res.update(mIoU=round(r["mIoU"], 2), aAcc=round(r["aAcc"], 2), per_class=per,
-                   worst_class=min((v, n) for n, v in per.items() if v == v)[1], eval_seconds=round(time.perf_counter() - t, 1))
-        if a.curve: res["curve"] = checkpoint_curve(out, a.val, device=str(vae.device))
+                   worst_class=min(present, key=present.get), eval_seconds=round(time.perf_counter() - t, 1))
+        if a.curve: res["curve"] = checkpoint_curve(out, val, device=str(vae.device))
         print(f"reconstruction mIoU {res['mIoU']:.2f} (worst: {res['worst_class']} {per[res['worst_class']]:.2f}); "
               f"{res['n_params']:,} parameters, {res['steps']} steps in {res['train_seconds'] / 60:.1f} min on {res['device']}")
     (out / "eval.json").write_text(json.dumps(res, indent=1))

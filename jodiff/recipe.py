@@ -231,11 +231,11 @@ def check_run_config(out,              # the run folder
     f = Path(out) / 'recipe.json'
     new = cfg.to_dict()
     if f.is_file():
-        try: old = json.loads(f.read_text())
+        try: stored = json.loads(f.read_text())
         except ValueError as e: raise DataError(f"{f}: not valid JSON ({e})") from None
-        defaults = RecipeConfig().to_dict()   # a setting added since the run was stored counts as its default
-        diff = [k for k in sorted(set(old) | set(new)) if old.get(k, defaults.get(k)) != new.get(k)]
-        if diff: raise ValueError(f"{out}: was run with other settings ({'; '.join(f'{k}: stored {old.get(k, defaults.get(k))!r}, given {new.get(k)!r}' for k in diff)}); "
+        old = {**RecipeConfig().to_dict(), **stored}   # a setting added since the run was stored counts as its default
+        diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if diff: raise ValueError(f"{out}: was run with other settings ({'; '.join(f'{k}: stored {old.get(k)!r}, given {new.get(k)!r}' for k in diff)}); "
                                   "rerun with the same ones or use another --out")
         return f
     with atomic_write(f, 'w') as fh: json.dump(new, fh, indent=1)
