@@ -46,8 +46,11 @@ setuptools.setup(
     long_description = open('README.md', encoding='utf-8').read(),
     long_description_content_type = 'text/markdown',
     zip_safe = False,
+    package_data = {'jodiff': ['assets/*.json']},
     entry_points = {
         'console_scripts': cfg.get('console_scripts','').split(),
+        'jodiff.commands': cfg.get('jodiff_commands','').split(),
+        'jodiff.methods': cfg.get('jodiff_methods','').split(),
         'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']
     },
     **setup_cfg)

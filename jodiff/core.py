@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #5713ebb0
 from __future__ import annotations
-import contextlib, json, os, random, re, tempfile
+import contextlib, functools, json, os, random, re, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -110,15 +110,11 @@ CAMVID_PALETTE = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128],
                   [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
 SHAPES_CLASSES = ['background', 'circle', 'square', 'triangle', 'star', 'ring', 'cross', 'crescent']
 
-def _mm_meta(name):
-    if name == 'coco':
-        from mmdet.datasets.coco import CocoDataset
-        m = CocoDataset.METAINFO
-        return ['background'] + list(m['classes']), [[0, 0, 0]] + [list(p) for p in m['palette']], 0
-    from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset
-    cls = dict(voc=PascalVOCDataset, ade20k=ADE20KDataset, cityscapes=CityscapesDataset)[name]
-    m = cls.METAINFO
-    return list(m['classes']), [list(p) for p in m['palette']], (0 if name == 'voc' else None)
+@functools.lru_cache(maxsize=None)
+def _paper_presets() -> dict:
+    "The paper datasets' names, palettes and background ids, as listed in `jodiff/assets/label_spaces.json`."
+    import jodiff
+    return json.loads((Path(jodiff.__file__).parent / 'assets' / 'label_spaces.json').read_text())
 
 LABEL_SPACE_NAMES = ('voc', 'coco', 'ade20k', 'cityscapes', 'camvid', 'shapes')
 
@@ -129,8 +125,8 @@ def get_label_space(name: str | LabelSpace, # a preset name, or a LabelSpace (re
     if name == 'camvid': return LabelSpace('camvid', CAMVID_CLASSES, CAMVID_PALETTE, background=None)
     if name == 'shapes': return LabelSpace('shapes', SHAPES_CLASSES, background=0)
     if name in ('voc', 'coco', 'ade20k', 'cityscapes'):
-        names, palette, bg = _mm_meta(name)
-        return LabelSpace(name, names, palette, background=bg)
+        p = _paper_presets()[name]
+        return LabelSpace(name, p['names'], p['palette'], background=p['background'])
     raise KeyError(f"unknown label space {name!r}; known: {', '.join(LABEL_SPACE_NAMES)}")
 
 # %% ../nbs/00_core.ipynb #98a1db3f
@@ -192,6 +188,7 @@ def read_mask(path, # PNG of class ids (palette or grey)
     if m.max(initial=0) > 255: raise DataError(f"{path}: mask values up to {m.max()} do not fit uint8 class ids")
     return m.astype(np.uint8)
 
+# %% ../nbs/00_core.ipynb #3b885b01
 def write_mask(path,              # destination .png
                mask: np.ndarray,  # (H,W) class ids
                space: LabelSpace, # gives the palette; values are checked against it

@@ -4,12 +4,13 @@
 
 # %% ../nbs/01_data.ipynb #1d999fba
 from __future__ import annotations
-import copy, json, os
+import copy, json, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
 import numpy as np
 from PIL import Image
+from fastcore.basics import patch
 from torch.utils.data import Dataset
 import jodiff
 from .core import (DataError, LabelSpace, get_label_space, read_image, save_image, read_mask, write_mask,
@@ -17,11 +18,12 @@ from .core import (DataError, LabelSpace, get_label_space, read_image, save_imag
 from .shapes import render_scene, LEVELS, split_seed, SPLIT_OFFSETS, SPLIT_SIZE, MIN_SIZE, MAX_SIZE
 
 # %% auto #0
-__all__ = ['KINDS', 'SPEC_OPTIONS', 'TEXT_OPTIONS', 'CAMVID_LUT', 'ADE20K_LUT', 'DEFAULT_SHAPES_N', 'LOADERS', 'DatasetSpec',
-           'parse_spec', 'SegDataset', 'FileDataset', 'ShapesDataset', 'value_lut', 'load_camvid', 'load_voc',
-           'load_coco', 'load_ade20k', 'load_cityscapes', 'read_jsonl', 'load_folder', 'FolderWriter', 'load_shapes',
+__all__ = ['KINDS', 'SPEC_OPTIONS', 'TEXT_OPTIONS', 'CAMVID_LUT', 'ADE20K_LUT', 'IMAGE_DIR', 'MASK_DIR', 'RAW_DIR', 'SCORE_DIR',
+           'CAPTIONS_FILE', 'DATASET_FILE', 'DEFAULT_SHAPES_N', 'LOADERS', 'DatasetSpec', 'parse_spec', 'SegDataset',
+           'FileDataset', 'ShapesDataset', 'value_lut', 'load_camvid', 'load_voc', 'load_coco', 'load_ade20k',
+           'load_cityscapes', 'read_jsonl', 'load_folder', 'FolderWriter', 'shared_dir', 'expand_path', 'load_shapes',
            'load_dataset', 'Transform', 'Resize', 'RandomCrop', 'RandomFlip', 'Compose', 'class_frequencies',
-           'frequency_table', 'shared_dir']
+           'frequency_table']
 
 # %% ../nbs/01_data.ipynb #c7a0862a
 KINDS = {  # kind -> (splits, default split); `None` split means the kind has no splits
@@ -118,6 +120,7 @@ class SegDataset(Dataset):
         "A copy holding only the records at `indices`."
         ds = copy.copy(self); ds.records = [self.records[self._index(i)] for i in indices]; return ds
 
+# %% ../nbs/01_data.ipynb #4c59f201
 class FileDataset(SegDataset):
     "Samples stored as an image file and a mask file; `lut` maps file values to the label space."
     def __init__(self, records, space, spec=None, transform=None,
@@ -218,6 +221,7 @@ def _coco_captions(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(f"{path}: cannot read COCO captions ({type(e).__name__}: {e})") from None
 
+# %% ../nbs/01_data.ipynb #0c32e501
 def load_coco(root, split: str = 'train2017') -> FileDataset:
     "COCO semantic (81 classes: 0 background, 1..80, 255 ignore): images/{split}, annotations/semantic/{split}."
     root = Path(root)
@@ -250,6 +254,10 @@ def load_cityscapes(root, split: str = 'train') -> FileDataset:
         records.append(dict(name=stem, image=p, mask=root / 'gtFine' / split / p.parent.name / f'{stem}_gtFine_labelTrainIds.png', caption=None))
     return FileDataset(_check_records(records, str(imgs)), get_label_space('cityscapes'))
 
+# %% ../nbs/01_data.ipynb #f0f0a001
+IMAGE_DIR, MASK_DIR, RAW_DIR, SCORE_DIR = 'JPEGImages', 'SegmentationClass', 'SegmentationClassRaw', 'Scores'  # folder format
+CAPTIONS_FILE, DATASET_FILE = 'captions.jsonl', 'dataset.json'
+
 # %% ../nbs/01_data.ipynb #b625c09c
 def read_jsonl(path,  # a .jsonl file
               ) -> list: # the parsed lines (dicts)
@@ -270,7 +278,7 @@ def read_jsonl(path,  # a .jsonl file
 
 def _read_dataset_json(root: Path) -> dict:
     "The parsed dataset.json of a folder dataset."
-    p = _file(root / 'dataset.json', 'dataset.json')
+    p = _file(root / DATASET_FILE, DATASET_FILE)
     try:
         d = json.loads(p.read_text())
         d['label_space'] = LabelSpace.from_dict(d['label_space'])
@@ -280,22 +288,23 @@ def _read_dataset_json(root: Path) -> dict:
 
 def _complete_names(root: Path) -> list:
     "Names of samples whose mask exists (complete samples), sorted."
-    d = root / 'SegmentationClass'
+    d = root / MASK_DIR
     return sorted(p.stem for p in d.glob('*.png') if not p.name.startswith('.')) if d.is_dir() else []
 
+# %% ../nbs/01_data.ipynb #b625c001
 def load_folder(root, split=None) -> FileDataset:
     "A jodiff folder dataset: label space from dataset.json, samples sorted by name, captions from captions.jsonl."
     root = _dir(Path(root), 'dataset folder')
     info = _read_dataset_json(root)
-    _dir(root / 'SegmentationClass', 'SegmentationClass')
-    cap_file = root / 'captions.jsonl'
+    _dir(root / MASK_DIR, MASK_DIR)
+    cap_file = root / CAPTIONS_FILE
     caps = {r['name']: r.get('caption') for r in read_jsonl(cap_file)} if cap_file.is_file() else {}
     records = []
     for n in _complete_names(root):
-        img = root / 'JPEGImages' / f'{n}.jpg'
-        if not img.is_file() and (root / 'JPEGImages' / f'{n}.png').is_file(): img = root / 'JPEGImages' / f'{n}.png'
-        records.append(dict(name=n, image=img, mask=root / 'SegmentationClass' / f'{n}.png', caption=caps.get(n)))
-    return FileDataset(_check_records(records, str(root / 'SegmentationClass')), info['label_space'])
+        img = root / IMAGE_DIR / f'{n}.jpg'
+        if not img.is_file() and (root / IMAGE_DIR / f'{n}.png').is_file(): img = root / IMAGE_DIR / f'{n}.png'
+        records.append(dict(name=n, image=img, mask=root / MASK_DIR / f'{n}.png', caption=caps.get(n)))
+    return FileDataset(_check_records(records, str(root / MASK_DIR)), info['label_space'])
 
 # %% ../nbs/01_data.ipynb #8018c1ff
 class FolderWriter:
@@ -306,60 +315,77 @@ class FolderWriter:
                  made_by: dict | None = None # provenance stored in dataset.json (method, checkpoint, spec, ...)
                 ):
         self.root, self.space, self.made_by = Path(out_dir), get_label_space(space), dict(made_by or {})
-        if (self.root / 'dataset.json').is_file():
+        if (self.root / DATASET_FILE).is_file():
             old = _read_dataset_json(self.root)['label_space']
             if old != self.space:
-                raise DataError(f"{self.root / 'dataset.json'}: folder holds label space {old.name!r} {old.names[:4]}..., "
+                raise DataError(f"{self.root / DATASET_FILE}: folder holds label space {old.name!r} {old.names[:4]}..., "
                                 f"cannot add samples in {self.space.name!r}")
-        (self.root / 'JPEGImages').mkdir(parents=True, exist_ok=True)
-        (self.root / 'SegmentationClass').mkdir(parents=True, exist_ok=True)
+        (self.root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+        (self.root / MASK_DIR).mkdir(parents=True, exist_ok=True)
         self.records = {}
 
     def existing_names(self) -> list:
         "Names of the complete samples in the folder (their mask exists), sorted."
         return _complete_names(self.root)
 
-    def add(self,
-            name: str,           # sample name, a plain file name stem
-            image: np.ndarray,   # (H,W,3) uint8
-            mask: np.ndarray,    # (H,W) ids in the label space, 255 = ignore
-            caption: str | None = None, # text of the sample
-            **extra):            # more JSON-able fields for captions.jsonl (e.g. seed)
-        "Write one sample: image, then mask (atomically), and record its caption."
-        if not isinstance(name, str) or not name or name.startswith('.') or any(c in name for c in '/\\\n\0'):
-            raise ValueError(f"FolderWriter.add: bad sample name {name!r} (use a plain file name stem)")
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"FolderWriter.add({name!r}): image must be (H,W,3) uint8, got {image.shape} {image.dtype}")
-        mask = self.space.check_mask(mask, f"sample {name!r} for {self.root}")
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"sample {name!r} for {self.root}: mask shape {mask.shape} differs from image shape {image.shape[:2]}")
-        save_image(self.root / 'JPEGImages' / f'{name}.jpg', image)
-        write_mask(self.root / 'SegmentationClass' / f'{name}.png', mask, self.space)
-        self.records[name] = dict(name=name, caption=caption, **extra)
-
-    def flush(self):
-        "Write captions.jsonl (merged with the records already there) and dataset.json, atomically."
-        cap_file = self.root / 'captions.jsonl'
-        merged = {r['name']: r for r in read_jsonl(cap_file)} if cap_file.is_file() else {}
-        merged.update(self.records)
-        complete = self.existing_names()
-        done = set(complete)
-        with atomic_write(cap_file, 'w') as f:
-            for n in sorted(merged):
-                if n in done: f.write(json.dumps(merged[n], default=_json_default) + '\n')
-        info = dict(label_space=self.space.to_dict(), num_images=len(complete), made_by=self.made_by)
-        with atomic_write(self.root / 'dataset.json', 'w') as f: json.dump(info, f, indent=1, default=_json_default)
-
     def close(self): self.flush()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
+# %% ../nbs/01_data.ipynb #8018c1fp
+@patch
+def add(self: FolderWriter,
+        name: str,           # sample name, a plain file name stem
+        image: np.ndarray,   # (H,W,3) uint8
+        mask: np.ndarray,    # (H,W) ids in the label space, 255 = ignore
+        caption: str | None = None, # text of the sample
+        **extra):            # more JSON-able fields for captions.jsonl (e.g. seed)
+    "Write one sample: image, then mask (atomically), and record its caption."
+    if not isinstance(name, str) or not name or name.startswith('.') or any(c in name for c in '/\\\n\0'):
+        raise ValueError(f"FolderWriter.add: bad sample name {name!r} (use a plain file name stem)")
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"FolderWriter.add({name!r}): image must be (H,W,3) uint8, got {image.shape} {image.dtype}")
+    mask = self.space.check_mask(mask, f"sample {name!r} for {self.root}")
+    if mask.shape != image.shape[:2]:
+        raise DataError(f"sample {name!r} for {self.root}: mask shape {mask.shape} differs from image shape {image.shape[:2]}")
+    save_image(self.root / IMAGE_DIR / f'{name}.jpg', image)
+    write_mask(self.root / MASK_DIR / f'{name}.png', mask, self.space)
+    self.records[name] = dict(name=name, caption=caption, **extra)
+
+@patch
+def flush(self: FolderWriter):
+    "Write captions.jsonl (merged with the records already there) and dataset.json, atomically."
+    cap_file = self.root / CAPTIONS_FILE
+    merged = {r['name']: r for r in read_jsonl(cap_file)} if cap_file.is_file() else {}
+    merged.update(self.records)
+    complete = self.existing_names()
+    done = set(complete)
+    with atomic_write(cap_file, 'w') as f:
+        for n in sorted(merged):
+            if n in done: f.write(json.dumps(merged[n], default=_json_default) + '\n')
+    info = dict(label_space=self.space.to_dict(), num_images=len(complete), made_by=self.made_by)
+    with atomic_write(self.root / DATASET_FILE, 'w') as f: json.dump(info, f, indent=1, default=_json_default)
+
+# %% ../nbs/01_data.ipynb #8018c101
 def _json_default(o):
     "JSON fallback for numpy scalars/arrays and paths."
     if isinstance(o, np.generic): return o.item()
     if isinstance(o, np.ndarray): return o.tolist()
     return str(o)
+
+# %% ../nbs/01_data.ipynb #7eb22b10
+def shared_dir() -> Path:
+    "The shared data folder: $JODIFF_SHARED, else `shared/` beside the repository root."
+    env = os.environ.get('JODIFF_SHARED')
+    return Path(env) if env else Path(jodiff.__file__).resolve().parent.parent.parent / 'shared'
+
+def expand_path(path: str | Path, # a path as written in a spec or config
+               ) -> Path:
+    "`path` with `~` and environment variables expanded; `$JODIFF_SHARED` is always `shared_dir()`."
+    env = {**os.environ, 'JODIFF_SHARED': str(shared_dir())}
+    s = re.sub(r'\$(\w+)|\$\{(\w+)\}', lambda m: env.get(m.group(1) or m.group(2), m.group(0)), os.path.expanduser(str(path)))
+    return Path(s)
 
 # %% ../nbs/01_data.ipynb #98448dee
 DEFAULT_SHAPES_N = {'train': 2000, 'val': 200, 'test': 200}  # shapes items per split unless `n` is given
@@ -387,7 +413,7 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
     if spec.kind == 'shapes':
         ds = load_shapes(spec.split, o.get('n'), o.get('size', 128), o.get('seed', 0), o.get('level', 'hard'))
     else:
-        ds = LOADERS[spec.kind](Path(os.path.expanduser(spec.path)), spec.split)
+        ds = LOADERS[spec.kind](expand_path(spec.path), spec.split)
         idx = np.arange(len(ds))
         if 'seed' in o: idx = np.random.default_rng(o['seed']).permutation(len(ds))
         if 'n' in o or 'seed' in o: ds = ds.select(idx[:o.get('n', len(ds))])
@@ -433,6 +459,7 @@ class RandomCrop(Transform):
         item['image'], item['mask'] = img[y:y + h, x:x + w].copy(), m[y:y + h, x:x + w].copy()
         return item
 
+# %% ../nbs/01_data.ipynb #50045001
 class RandomFlip(Transform):
     "Flip left-right with probability `p`."
     def __init__(self, p: float = 0.5, seed: int | None = None): super().__init__(seed); self.p = p
@@ -472,9 +499,3 @@ def frequency_table(freqs: dict) -> str:
     rows.append(f"{'(ignore)':<{w}}  {freqs['ignore']:>12,}  {100 * freqs['ignore'] / max(freqs['total'], 1):>9.2f}*")
     rows.append(f"{freqs['items']} items, {freqs['total']:,} pixels; * = % of all pixels")
     return '\n'.join(rows)
-
-# %% ../nbs/01_data.ipynb #7eb22b10
-def shared_dir() -> Path:
-    "The shared data folder: $JODIFF_SHARED, else `shared/` beside the repository root."
-    env = os.environ.get('JODIFF_SHARED')
-    return Path(env) if env else Path(jodiff.__file__).resolve().parent.parent.parent / 'shared'

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 import numpy as np
+from fastcore.basics import patch
 from .core import DataError
 
 # %% auto #0
@@ -36,6 +37,7 @@ def _nanmean(x) -> float:
     x = x[~np.isnan(x)]
     return float(x.mean()) if x.size else math.nan
 
+# %% ../nbs/02_metrics.ipynb #69fa3a01
 class IoUMeter:
     "Streaming confusion matrix (rows = truth, columns = prediction) giving mIoU, per-class IoU and accuracies."
     def __init__(self,
@@ -54,51 +56,56 @@ class IoUMeter:
         self.confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
         return self
 
-    def update(self,
-               pred,    # predicted class ids, any shape (array or tensor)
-               target,  # true class ids (or `ignore_index`), same shape
-              ):
-        "Count one prediction/target pair (an image or a batch) into the confusion matrix."
-        K = self.num_classes
-        p, t = _as_ids(pred, 'pred'), _as_ids(target, 'target')
-        if p.shape != t.shape: raise DataError(f"pred has shape {p.shape} but target has shape {t.shape}")
-        p, t = p.ravel(), t.ravel()
-        keep = t != self.ignore_index
-        if not keep.all(): p, t = p[keep], t[keep]
-        if t.size:
-            if t.min() < 0 or t.max() >= K:
-                raise DataError(f"target values {_bad(t, K)} are outside 0..{K-1} (and not ignore_index {self.ignore_index})")
-            if p.min() < 0 or p.max() >= K:
-                raise DataError(f"pred values {_bad(p, K)} are outside 0..{K-1} (at pixels whose target is not ignored)")
-            codes = t.astype(np.int64) * K + p.astype(np.int64)
-            self.confusion += np.bincount(codes, minlength=K * K).reshape(K, K)
-        return self
-
-    def merge(self, other: IoUMeter):
-        "Add the counts of another meter (e.g. from another process) into this one."
-        if not isinstance(other, IoUMeter): raise ValueError(f"merge: expected an IoUMeter, got {type(other).__name__}")
-        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
-            raise ValueError(f"merge: meters differ (num_classes {self.num_classes} vs {other.num_classes}, "
-                             f"ignore_index {self.ignore_index} vs {other.ignore_index})")
-        self.confusion += other.confusion
-        return self
-
-    def compute(self) -> dict:
-        "mIoU, per_class IoU, aAcc, mAcc and per_class_acc, in percent; NaN for classes with nothing to measure."
-        cm = self.confusion.astype(np.float64)
-        inter, truth, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-        union = truth + predicted - inter
-        with np.errstate(divide='ignore', invalid='ignore'):
-            iou = np.where(union > 0, inter / union, np.nan) * 100
-            acc = np.where(truth > 0, inter / truth, np.nan) * 100
-        total = truth.sum()
-        return {"mIoU": _nanmean(iou), "per_class": iou.tolist(),
-                "aAcc": float(inter.sum() / total * 100) if total else math.nan,
-                "mAcc": _nanmean(acc), "per_class_acc": acc.tolist()}
-
     @property
     def num_pixels(self) -> int: return int(self.confusion.sum())
     def __repr__(self): return f"IoUMeter(num_classes={self.num_classes}, ignore_index={self.ignore_index}, pixels={self.num_pixels})"
+
+# %% ../nbs/02_metrics.ipynb #69fa3apt
+@patch
+def update(self: IoUMeter,
+           pred,    # predicted class ids, any shape (array or tensor)
+           target,  # true class ids (or `ignore_index`), same shape
+          ):
+    "Count one prediction/target pair (an image or a batch) into the confusion matrix."
+    K = self.num_classes
+    p, t = _as_ids(pred, 'pred'), _as_ids(target, 'target')
+    if p.shape != t.shape: raise DataError(f"pred has shape {p.shape} but target has shape {t.shape}")
+    p, t = p.ravel(), t.ravel()
+    keep = t != self.ignore_index
+    if not keep.all(): p, t = p[keep], t[keep]
+    if t.size:
+        if t.min() < 0 or t.max() >= K:
+            raise DataError(f"target values {_bad(t, K)} are outside 0..{K-1} (and not ignore_index {self.ignore_index})")
+        if p.min() < 0 or p.max() >= K:
+            raise DataError(f"pred values {_bad(p, K)} are outside 0..{K-1} (at pixels whose target is not ignored)")
+        codes = t.astype(np.int64) * K + p.astype(np.int64)
+        self.confusion += np.bincount(codes, minlength=K * K).reshape(K, K)
+    return self
+
+@patch
+def merge(self: IoUMeter, other: IoUMeter):
+    "Add the counts of another meter (e.g. from another process) into this one."
+    if not isinstance(other, IoUMeter): raise ValueError(f"merge: expected an IoUMeter, got {type(other).__name__}")
+    if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+        raise ValueError(f"merge: meters differ (num_classes {self.num_classes} vs {other.num_classes}, "
+                         f"ignore_index {self.ignore_index} vs {other.ignore_index})")
+    self.confusion += other.confusion
+    return self
+
+# %% ../nbs/02_metrics.ipynb #69fa3a01-d1
+@patch
+def compute(self: IoUMeter) -> dict:
+    "mIoU, per_class IoU, aAcc, mAcc and per_class_acc, in percent; NaN for classes with nothing to measure."
+    cm = self.confusion.astype(np.float64)
+    inter, truth, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    union = truth + predicted - inter
+    with np.errstate(divide='ignore', invalid='ignore'):
+        iou = np.where(union > 0, inter / union, np.nan) * 100
+        acc = np.where(truth > 0, inter / truth, np.nan) * 100
+    total = truth.sum()
+    return {"mIoU": _nanmean(iou), "per_class": iou.tolist(),
+            "aAcc": float(inter.sum() / total * 100) if total else math.nan,
+            "mAcc": _nanmean(acc), "per_class_acc": acc.tolist()}
 
 # %% ../nbs/02_metrics.ipynb #34fb3c03
 def _is_array(x) -> bool: return isinstance(x, np.ndarray) or (hasattr(x, 'shape') and hasattr(x, 'detach'))

@@ -89,6 +89,58 @@ def _jitter(rng, rgb, amount=0.08):
     "Randomly perturb an RGB colour in [0,1]."
     return np.clip(np.asarray(rgb, np.float32) + rng.uniform(-amount, amount, 3), 0, 1)
 
+# %% ../nbs/03_shapes.ipynb #0ed7c201
+def _gravel(rng, size, s, yy, xx, grain):
+    stones = value_noise(rng, size, size, 5 * s, 2)
+    tone = value_noise(rng, size, size, 5 * s, 1)
+    t = np.clip((stones - 0.5) * 2.5 + 0.5, 0, 1) * 0.65 + 0.2 * grain + 0.15 * tone
+    img = _mix(_jitter(rng, (0.33, 0.31, 0.28)), _jitter(rng, (0.75, 0.72, 0.66)), t)
+    return img * (0.85 + 0.3 * tone)[..., None]
+
+def _grass(rng, size, s, yy, xx, grain):
+    blades = value_noise(rng, size, size, (14 * s, 1.6 * s), 2)
+    patches = value_noise(rng, size, size, 40 * s, 2)
+    t = 0.55 * blades + 0.25 * patches + 0.2 * grain
+    return _mix(_jitter(rng, (0.10, 0.30, 0.08)), _jitter(rng, (0.55, 0.75, 0.25)), t)
+
+def _wood(rng, size, s, yy, xx, grain):
+    a = rng.uniform(0, np.pi)
+    tt = (xx * np.cos(a) + yy * np.sin(a)) / (rng.uniform(7, 14) * s)
+    warp = value_noise(rng, size, size, (40 * s, 40 * s), 2)
+    rings = 0.5 + 0.5 * np.sin(2 * np.pi * (tt + 1.5 * warp))
+    t = 0.7 * rings ** 2 + 0.2 * value_noise(rng, size, size, (1.5 * s, 20 * s)) + 0.1 * grain
+    return _mix(_jitter(rng, (0.35, 0.20, 0.10)), _jitter(rng, (0.75, 0.55, 0.33)), t)
+
+def _sand(rng, size, s, yy, xx, grain):
+    a = rng.uniform(0, np.pi)
+    tt = (xx * np.cos(a) + yy * np.sin(a)) / (rng.uniform(6, 12) * s)
+    ripples = 0.5 + 0.5 * np.sin(2 * np.pi * (tt + 2 * value_noise(rng, size, size, 50 * s)))
+    t = 0.35 * ripples + 0.25 * value_noise(rng, size, size, 20 * s, 2) + 0.4 * grain
+    return _mix(_jitter(rng, (0.72, 0.60, 0.40)), _jitter(rng, (0.93, 0.85, 0.65)), t)
+
+# %% ../nbs/03_shapes.ipynb #0ed7c2b2
+def _stripes(rng, size, s, yy, xx, grain):
+    a = rng.uniform(0, np.pi)
+    tt = (xx * np.cos(a) + yy * np.sin(a)) / (rng.uniform(5, 16) * s)
+    t = np.clip(0.5 + 2 * np.sin(2 * np.pi * tt), 0, 1)
+    return _mix(rng.random(3), rng.random(3), t) + 0.06 * (grain[..., None] - 0.5)
+
+def _noise(rng, size, s, yy, xx, grain):
+    cell = rng.uniform(6, 16) * s
+    img = np.stack([value_noise(rng, size, size, cell, 3) for _ in range(3)], -1)
+    return 0.15 + 0.7 * img + 0.1 * (grain[..., None] - 0.5)
+
+def _tiles(rng, size, s, yy, xx, grain):
+    a, p = rng.uniform(-0.3, 0.3), rng.uniform(10, 24) * s
+    u, v = (xx * np.cos(a) + yy * np.sin(a)) / p, (-xx * np.sin(a) + yy * np.cos(a)) / p
+    checker = (np.floor(u) + np.floor(v)) % 2
+    grout = (np.minimum(u % 1, 1 - u % 1) < 0.06) | (np.minimum(v % 1, 1 - v % 1) < 0.06)
+    img = _mix(rng.random(3) * 0.8 + 0.1, rng.random(3) * 0.8 + 0.1, checker.astype(np.float32))
+    img[grout] = _jitter(rng, (0.85, 0.85, 0.8))
+    return img + 0.08 * (value_noise(rng, size, size, 8 * s, 2)[..., None] - 0.5)
+
+_TEXTURES = dict(gravel=_gravel, grass=_grass, wood=_wood, sand=_sand, stripes=_stripes, noise=_noise, tiles=_tiles)
+
 def background_texture(name: str,                # one of `BACKGROUNDS`
                        rng: np.random.Generator, # source of randomness
                        size: int,                # output is (size, size, 3)
@@ -97,53 +149,12 @@ def background_texture(name: str,                # one of `BACKGROUNDS`
     s = size / 128                                # texture features scale with the resolution
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     grain = rng.random((size, size), dtype=np.float32)
-    if name == 'gravel':
-        stones = value_noise(rng, size, size, 5 * s, 2)
-        tone = value_noise(rng, size, size, 5 * s, 1)
-        t = np.clip((stones - 0.5) * 2.5 + 0.5, 0, 1) * 0.65 + 0.2 * grain + 0.15 * tone
-        img = _mix(_jitter(rng, (0.33, 0.31, 0.28)), _jitter(rng, (0.75, 0.72, 0.66)), t)
-        img *= (0.85 + 0.3 * tone)[..., None]
-    elif name == 'grass':
-        blades = value_noise(rng, size, size, (14 * s, 1.6 * s), 2)
-        patches = value_noise(rng, size, size, 40 * s, 2)
-        t = 0.55 * blades + 0.25 * patches + 0.2 * grain
-        img = _mix(_jitter(rng, (0.10, 0.30, 0.08)), _jitter(rng, (0.55, 0.75, 0.25)), t)
-    elif name == 'wood':
-        a = rng.uniform(0, np.pi)
-        tt = (xx * np.cos(a) + yy * np.sin(a)) / (rng.uniform(7, 14) * s)
-        warp = value_noise(rng, size, size, (40 * s, 40 * s), 2)
-        rings = 0.5 + 0.5 * np.sin(2 * np.pi * (tt + 1.5 * warp))
-        t = 0.7 * rings ** 2 + 0.2 * value_noise(rng, size, size, (1.5 * s, 20 * s)) + 0.1 * grain
-        img = _mix(_jitter(rng, (0.35, 0.20, 0.10)), _jitter(rng, (0.75, 0.55, 0.33)), t)
-    elif name == 'sand':
-        a = rng.uniform(0, np.pi)
-        tt = (xx * np.cos(a) + yy * np.sin(a)) / (rng.uniform(6, 12) * s)
-        ripples = 0.5 + 0.5 * np.sin(2 * np.pi * (tt + 2 * value_noise(rng, size, size, 50 * s)))
-        t = 0.35 * ripples + 0.25 * value_noise(rng, size, size, 20 * s, 2) + 0.4 * grain
-        img = _mix(_jitter(rng, (0.72, 0.60, 0.40)), _jitter(rng, (0.93, 0.85, 0.65)), t)
-    elif name == 'stripes':
-        a = rng.uniform(0, np.pi)
-        tt = (xx * np.cos(a) + yy * np.sin(a)) / (rng.uniform(5, 16) * s)
-        t = np.clip(0.5 + 2 * np.sin(2 * np.pi * tt), 0, 1)
-        img = _mix(rng.random(3), rng.random(3), t) + 0.06 * (grain[..., None] - 0.5)
-    elif name == 'noise':
-        cell = rng.uniform(6, 16) * s
-        img = np.stack([value_noise(rng, size, size, cell, 3) for _ in range(3)], -1)
-        img = 0.15 + 0.7 * img + 0.1 * (grain[..., None] - 0.5)
-    elif name == 'tiles':
-        a, p = rng.uniform(-0.3, 0.3), rng.uniform(10, 24) * s
-        u, v = (xx * np.cos(a) + yy * np.sin(a)) / p, (-xx * np.sin(a) + yy * np.cos(a)) / p
-        checker = (np.floor(u) + np.floor(v)) % 2
-        grout = (np.minimum(u % 1, 1 - u % 1) < 0.06) | (np.minimum(v % 1, 1 - v % 1) < 0.06)
-        img = _mix(rng.random(3) * 0.8 + 0.1, rng.random(3) * 0.8 + 0.1, checker.astype(np.float32))
-        img[grout] = _jitter(rng, (0.85, 0.85, 0.8))
-        img += 0.08 * (value_noise(rng, size, size, 8 * s, 2)[..., None] - 0.5)
-    else:
-        raise ValueError(f"unknown background {name!r}; expected one of {BACKGROUNDS}")
-    return np.clip(img, 0, 1).astype(np.float32)
+    if name not in _TEXTURES: raise ValueError(f"unknown background {name!r}; expected one of {BACKGROUNDS}")
+    return np.clip(_TEXTURES[name](rng, size, s, yy, xx, grain), 0, 1).astype(np.float32)
 
 # %% ../nbs/03_shapes.ipynb #494e63ee
 SURFACES = ('flat', 'gradient', 'stripes', 'dots', 'speckle')  # object surface patterns
+
 LEVELS = {  # scene difficulty: objects per scene, radius range (fraction of the side), chance of distractor blobs, surfaces
     'hard': dict(max_objects=6, radius=(0.05, 0.3), distractors=0.5, surfaces=SURFACES),       # the default world
     'easy': dict(max_objects=3, radius=(0.15, 0.3), distractors=0.0, surfaces=('flat', 'gradient')),  # learnable in CPU minutes
@@ -168,6 +179,7 @@ def sample_object(rng: np.random.Generator, # source of randomness
                 stretch=rng.uniform(0.85, 1.15), shade_angle=rng.uniform(0, 2 * np.pi),
                 period=rng.uniform(0.25, 0.5), tint=rng.uniform(-0.07, 0.07, 3), seed=int(rng.integers(2**31)))
 
+# %% ../nbs/03_shapes.ipynb #494e6301
 def rasterize_object(obj: dict,   # from `sample_object`
                      size: int,   # scene resolution
                      ss: int = 3, # supersampling factor per axis
@@ -234,6 +246,24 @@ def _distractors(rng, img):
         col = np.asarray(list(COLOURS.values())[rng.integers(len(COLOURS))], np.float32) / 255
         img *= 1 - a[..., None]; img += a[..., None] * col
 
+# %% ../nbs/03_shapes.ipynb #4a762a01
+def _place_objects(rng, size: int, level: str, L: dict) -> tuple:
+    "(objects, their rasters, the indices kept, visible pixels per object): draw until an object stays visible."
+    ss, min_px = (3 if size <= 256 else 2), max(6, int(6e-4 * size * size))
+    while True:
+        objs = [sample_object(rng, size, level) for _ in range(rng.integers(1, L['max_objects'] + 1))]
+        rast = [rasterize_object(o, size, ss) for o in objs]
+        keep = [i for i, r in enumerate(rast) if r is not None and r[3].sum() >= min_px]
+        for _ in range(2):                          # drop mostly-hidden objects, then recount (occluders gone)
+            owner = np.full((size, size), -1, np.int16)
+            for i in keep:
+                y0, x0, _, m, _ = rast[i]
+                owner[y0:y0 + m.shape[0], x0:x0 + m.shape[1]][m] = i
+            vis = np.bincount(owner.ravel() + 1, minlength=len(objs) + 1)[1:]
+            keep = [i for i in keep if vis[i] >= max(min_px, 0.3 * rast[i][3].sum())]
+        if keep: return objs, rast, keep, vis
+
+# %% ../nbs/03_shapes.ipynb #4a762ab2
 def render_scene(seed: int,       # scene id; the scene is a pure function of (seed, size, level)
                  size: int = 128, # resolution in pixels, 32..512
                  level: str = 'hard', # difficulty, a key of `LEVELS`
@@ -247,19 +277,7 @@ def render_scene(seed: int,       # scene id; the scene is a pure function of (s
     bg = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     img = background_texture(bg, rng, size)
     if rng.random() < L['distractors']: _distractors(rng, img)
-    ss, min_px = (3 if size <= 256 else 2), max(6, int(6e-4 * size * size))
-    while True:
-        objs = [sample_object(rng, size, level) for _ in range(rng.integers(1, L['max_objects'] + 1))]
-        rast = [rasterize_object(o, size, ss) for o in objs]
-        keep = [i for i, r in enumerate(rast) if r is not None and r[3].sum() >= min_px]
-        for _ in range(2):                          # drop mostly-hidden objects, then recount (occluders gone)
-            owner = np.full((size, size), -1, np.int16)
-            for i in keep:
-                y0, x0, _, m, _ = rast[i]
-                owner[y0:y0 + m.shape[0], x0:x0 + m.shape[1]][m] = i
-            vis = np.bincount(owner.ravel() + 1, minlength=len(objs) + 1)[1:]
-            keep = [i for i in keep if vis[i] >= max(min_px, 0.3 * rast[i][3].sum())]
-        if keep: break
+    objs, rast, keep, vis = _place_objects(rng, size, level, L)
     mask = np.zeros((size, size), np.uint8)
     for i in keep:
         y0, x0, a, m, rgb = rast[i]
@@ -270,8 +288,7 @@ def render_scene(seed: int,       # scene id; the scene is a pure function of (s
     img = ndimage.gaussian_filter(img, (sigma, sigma, 0), mode='nearest')
     img = (img - 0.5) * rng.uniform(0.85, 1.15) + 0.5 + rng.uniform(-0.08, 0.08)
     img += rng.uniform(0.01, 0.035) * rng.standard_normal(img.shape, dtype=np.float32)
-    visible = [dict(kind=objs[i]['kind'], colour=objs[i]['colour'], surface=objs[i]['surface'],
-                    pixels=int(vis[i])) for i in keep]
+    visible = [dict(kind=objs[i]['kind'], colour=objs[i]['colour'], surface=objs[i]['surface'], pixels=int(vis[i])) for i in keep]
     return dict(image=(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), mask=mask,
                 caption=caption_for(visible, bg), background=bg, objects=visible)
 

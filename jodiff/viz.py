@@ -79,6 +79,31 @@ def legend_handles(space: LabelSpace, # label space (names and colours)
     if bad: raise ValueError(f"legend_handles: ids {bad} are not classes of {space.name!r} (0..{space.num_classes-1})")
     return [Patch(facecolor=space.palette[i] / 255, edgecolor='black', linewidth=.5, label=space.names[i]) for i in ids]
 
+# %% ../nbs/60_viz.ipynb #vz000001
+def _checked_pairs(images, masks, space, captions, titles, ncols) -> tuple:
+    "(images, masks) as checked arrays: as many of each (and of captions, titles), each mask in `space` and of its image's size."
+    images, masks = list(images), list(masks)
+    n = len(images)
+    if n == 0: raise ValueError("show_pairs: no images given")
+    if len(masks) != n: raise ValueError(f"show_pairs: {n} images but {len(masks)} masks")
+    for name, seq in (('captions', captions), ('titles', titles)):
+        if seq is not None and len(seq) != n: raise ValueError(f"show_pairs: {len(seq)} {name} for {n} images")
+    if ncols < 1: raise ValueError(f"show_pairs: ncols must be >= 1, got {ncols}")
+    imgs = [_check_image(im, f'images[{i}]') for i, im in enumerate(images)]
+    ms = [space.check_mask(m, f'masks[{i}]') for i, m in enumerate(masks)]
+    for i, (im, m) in enumerate(zip(imgs, ms)):
+        if im.shape[:2] != m.shape: raise DataError(f"show_pairs: masks[{i}] has shape {m.shape} but images[{i}] has {im.shape[:2]}")
+    return imgs, ms
+
+def _draw_sample(axes, kinds, im, m, space, overlay_alpha, first_column, title, caption, panel_size):
+    "One sample's column of panels (image, mask, overlay), its title above and its caption below."
+    panels = dict(image=lambda: im, mask=lambda: space.colorize(m), overlay=lambda: overlay(im, m, space, overlay_alpha))
+    for ax, kind in zip(axes, kinds):
+        ax.imshow(panels[kind](), interpolation='nearest')
+        if first_column: ax.set_ylabel(kind)
+    if title is not None: axes[0].set_title(str(title), fontsize=9)
+    if caption: axes[len(kinds) - 1].set_xlabel(textwrap.fill(str(caption), width=max(12, int(panel_size * 14))), fontsize=7)
+
 # %% ../nbs/60_viz.ipynb #2dc7a21e
 def show_pairs(images,                     # sequence of (H,W,3) uint8 images
                masks,                      # sequence of (H,W) masks, same sizes
@@ -92,38 +117,19 @@ def show_pairs(images,                     # sequence of (H,W,3) uint8 images
               ) -> Figure:
     "A grid of image / mask / overlay panels per sample, with a legend of the classes present."
     space = get_label_space(space)
-    images, masks = list(images), list(masks)
-    n = len(images)
-    if n == 0: raise ValueError("show_pairs: no images given")
-    if len(masks) != n: raise ValueError(f"show_pairs: {n} images but {len(masks)} masks")
-    for name, seq in (('captions', captions), ('titles', titles)):
-        if seq is not None and len(seq) != n: raise ValueError(f"show_pairs: {len(seq)} {name} for {n} images")
-    if ncols < 1: raise ValueError(f"show_pairs: ncols must be >= 1, got {ncols}")
-    imgs = [_check_image(im, f'images[{i}]') for i, im in enumerate(images)]
-    ms = [space.check_mask(m, f'masks[{i}]') for i, m in enumerate(masks)]
-    for i, (im, m) in enumerate(zip(imgs, ms)):
-        if im.shape[:2] != m.shape: raise DataError(f"show_pairs: masks[{i}] has shape {m.shape} but images[{i}] has {im.shape[:2]}")
-    kinds = ['image', 'mask'] + (['overlay'] if overlay_alpha is not None else [])
+    imgs, ms = _checked_pairs(images, masks, space, captions, titles, ncols)
+    n, kinds = len(imgs), ['image', 'mask'] + (['overlay'] if overlay_alpha is not None else [])
     ncols = min(ncols, n)
     nblocks = -(-n // ncols)
-    rows = nblocks * len(kinds)
-    fig = _ShownFigure(figsize=(panel_size * ncols, panel_size * rows + (0.5 if legend else 0)), layout='constrained')
-    axes = fig.subplots(rows, ncols, squeeze=False)
+    fig = _ShownFigure(figsize=(panel_size * ncols, panel_size * nblocks * len(kinds) + (0.5 if legend else 0)), layout='constrained')
+    axes = fig.subplots(nblocks * len(kinds), ncols, squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([]); ax.set_yticks([])
         for s in ax.spines.values(): s.set_visible(False)
     for i, (im, m) in enumerate(zip(imgs, ms)):
         b, c = divmod(i, ncols)
-        panels = dict(image=im, mask=space.colorize(m), overlay=lambda: overlay(im, m, space, overlay_alpha))
-        for r, kind in enumerate(kinds):
-            ax = axes[b * len(kinds) + r, c]
-            p = panels[kind]
-            ax.imshow(p() if callable(p) else p, interpolation='nearest')
-            if c == 0: ax.set_ylabel(kind)
-        if titles is not None: axes[b * len(kinds), c].set_title(str(titles[i]), fontsize=9)
-        if captions is not None and captions[i]:
-            axes[b * len(kinds) + len(kinds) - 1, c].set_xlabel(
-                textwrap.fill(str(captions[i]), width=max(12, int(panel_size * 14))), fontsize=7)
+        _draw_sample(axes[b * len(kinds):(b + 1) * len(kinds), c], kinds, im, m, space, overlay_alpha, c == 0,
+                     None if titles is None else titles[i], None if captions is None else captions[i], panel_size)
     for j in range(n, nblocks * ncols):
         b, c = divmod(j, ncols)
         for r in range(len(kinds)): axes[b * len(kinds) + r, c].set_visible(False)

@@ -13,23 +13,24 @@ from jodiff.shapes import render_scene, SPLIT_OFFSETS, SPLIT_SIZE, CLASSES
 PRESET_K = dict(voc=21, coco=81, ade20k=150, cityscapes=19)
 
 @pytest.fixture
-def presets(monkeypatch):
-    "The real label-space presets; when mmseg/mmdet cannot be imported yet, stand-ins with the same class counts."
-    try:
-        for name in PRESET_K: get_label_space(name)
-    except ImportError as e:
-        import warnings
-        warnings.warn(f"jodiff.core presets unavailable ({e}); testing loaders with stand-in label spaces of the same size")
-        real = jd.get_label_space
-        def fake(name):
-            if name in PRESET_K: return LabelSpace(name, [f'{name}{i}' for i in range(PRESET_K[name])], background=0 if name in ('voc', 'coco') else None)
-            return real(name)
-        monkeypatch.setattr(jd, 'get_label_space', fake)
+def presets():
+    "The paper presets (read from jodiff/assets/label_spaces.json; no library needed)."
+    return {name: get_label_space(name) for name in PRESET_K}
+
+def test_presets_match_mmseg_and_mmdet(presets):
+    "The class lists and palettes in jodiff/assets equal those MMSegmentation / MMDetection train with (tools/label_spaces.py)."
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location('label_spaces', Path(__file__).resolve().parents[1] / 'tools' / 'label_spaces.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    for name, want in mod.from_libraries().items():
+        sp = presets[name]
+        assert (sp.names, sp.palette.tolist(), sp.background) == (want['names'], want['palette'], want['background']), name
+    assert {n: len(presets[n].names) for n in PRESET_K} == PRESET_K
 
 @pytest.fixture(scope='session')
 def shared():
     "The shared data folder beside the repository root (or $JODIFF_SHARED); skip when absent."
-    root = Path(os.environ.get('JODIFF_SHARED', Path(__file__).resolve().parent.parent.parent / 'shared'))
+    root = jd.shared_dir()
     if not (root / 'data' / 'camvid' / 'train.txt').is_file():
         pytest.skip(f"real CamVid not found at {root / 'data' / 'camvid'} (set JODIFF_SHARED to the shared folder)")
     return root
@@ -274,8 +275,7 @@ def test_class_frequencies_counts_pixels():
 
 # ---------------------------------------------------------------- real CamVid
 def test_real_camvid(shared, capsys):
-    root = shared / 'data' / 'camvid'
-    tr, va = load_dataset(f'camvid:{root}:train'), load_dataset(f'camvid:{root}:val')
+    tr, va = load_dataset('camvid:$JODIFF_SHARED/data/camvid:train'), load_dataset('camvid:$JODIFF_SHARED/data/camvid:val')
     assert (len(tr), len(va)) == (367, 101)
     it = va[0]
     assert it['image'].shape == (360, 480, 3) and it['mask'].shape == (360, 480)

@@ -1,5 +1,6 @@
 "Every experiment notebook runs with papermill at the smallest scale and writes its results."
 import csv, json, math, os, subprocess, sys
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +18,10 @@ def test_table1_test_scale(tmp_path):
     rows = list(csv.reader((res / 'table1.csv').open()))
     assert rows[0] == ['setting', 'deeplabv3-r18-tiny']
     assert [r[0] for r in rows[1:]] == ['Real', 'Synthetic', 'Real+Synthetic', 'Synthetic→Real']
-    for r in rows[1:]: assert 0 <= float(r[1]) <= 100
+    work = tmp_path / 'work' / 'shapes-test-seed0' / 'segment' / 'deeplabv3-r18-tiny'
+    runs = dict(real='real', syn='syn', **{'real+syn': 'real+syn', 'syn->real': 'syn-real/finetune'})
+    for r, d in zip(rows[1:], runs.values()):   # each cell is the mIoU its segmenter's own evaluation wrote
+        assert float(r[1]) == pytest.approx(json.loads((work / d / 'metrics.json').read_text())['mIoU'], abs=1e-4), r
     md = (res / 'table1.md').read_text()
     assert md.startswith('| Training data | deeplabv3-r18-tiny |')
     data = json.loads((res / 'table1.json').read_text())

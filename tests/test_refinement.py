@@ -1,9 +1,9 @@
-"Tests for jodiff.refinement: the vectorised refinement equals the reference loop, and the semantics."
+"Tests for jodiff.jodiffusion.refinement: the vectorised refinement equals the reference loop, and the semantics."
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from jodiff.refinement import bench_refine, noisy_masks, refine_mask, refine_mask_loop
+from jodiff.jodiffusion.refinement import bench_refine, noisy_masks, refine_mask, refine_mask_loop
 
 
 def _simultaneous(mask, tau, background=0):
@@ -67,14 +67,6 @@ def test_speck_absorbed_large_region_and_background_kept():
     assert refine_mask(m, tau=10, background=None)[7, 4] == 1
 
 
-def test_sequential_vote_example():
-    m = np.array([[2, 0, 1, 2], [3, 1, 0, 2], [2, 2, 0, 1], [3, 3, 1, 2]], np.uint8)
-    want = np.array([[0, 0, 0, 2], [0, 0, 0, 2], [2, 2, 0, 0], [3, 3, 0, 0]], np.uint8)
-    np.testing.assert_array_equal(refine_mask(m, 2), want)
-    np.testing.assert_array_equal(refine_mask_loop(m, 2), want)
-    assert not np.array_equal(_simultaneous(m, 2), want)
-
-
 def test_ties_smallest_id_and_ignore_votes():
     m = np.array([[5, 5, 5], [5, 1, 3], [3, 3, 3]], np.uint8)  # ring: 4x5, 4x3 -> tie -> 3
     assert refine_mask(m, 2)[1, 1] == 3
@@ -100,5 +92,5 @@ def test_bad_input():
 
 
 def test_bench_small():
-    r = bench_refine(size=48, n_masks=2, tau=20, verbose=False)
-    assert set(r) >= {"loop_s", "fast_s", "speedup"} and r["loop_s"] > 0 and r["fast_s"] > 0
+    r = bench_refine(size=96, n_masks=2, tau=20, verbose=False)   # raises if the two disagree on any pixel
+    assert r["speedup"] > 2 and 0 < r["changed"] < 0.1, r

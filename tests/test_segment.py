@@ -1,4 +1,4 @@
-"Tests of jodiff.segment: tiny DeepLabV3 / Mask2Former runs on tiny data, the joint sampler, fine-tuning, resuming, bad input, CLI."
+"Tests of jodiff.segment beyond the notebooks' lessons: both tiny models, learning, paper sizes, the joint sampler, fine-tuning, resuming, bad input, CLI."
 import json, subprocess, sys
 from pathlib import Path
 
@@ -9,13 +9,14 @@ from PIL import Image
 
 from jodiff.core import DataError, LabelSpace, get_label_space
 from jodiff.data import FolderWriter
-from jodiff.segment import (SEGMENTERS, MixSampler, build_config, build_segmenter, checkpoint_meta, evaluate_segmenter,
-                            jodiff_source, load_checkpoint_file, mix_weights, train_segmenter, train_setting, add_cli)
+from jodiff.segment.adapters import MixSampler, load_checkpoint_file, mix_weights
+from jodiff.segment.train import build_config, checkpoint_meta, evaluate_segmenter, train_segmenter, train_setting
+from jodiff.segment.zoo import build_segmenter, register_mm_modules
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, VAL = 'shapes:train?n=8&size=64', 'shapes:val?n=4&size=64'
-QUIET = dict(batch_size=2, log_level='WARNING')
+QUIET = dict(batch_size=2, progress=False)
 
 
 def write_folder(path, space, n=3, size=32, bad_value=None):
@@ -47,7 +48,6 @@ def test_tiny_model_trains_and_evaluates(model, tmp_path):
     assert {'mIoU', 'per_class', 'dataset', 'num_images', 'model', 'checkpoint'} <= set(m)
     assert (m['dataset'], m['num_images'], m['model']) == (VAL, 4, model)
     assert list(m['per_class']) == get_label_space('shapes').names
-    assert 0 <= m['mIoU'] <= 100
     # jodiff.metrics over evaluate_segmenter's predictions == mmseg's IoUMetric in the Runner's validation
     assert abs(m['mIoU'] - r['val_IoUMetric']['mIoU']) < 0.02
 
@@ -87,7 +87,6 @@ def test_pretrained_backbone_is_loaded(tmp_path):
 
 def test_joint_sampler_draws_from_both_sources(tmp_path):
     from mmengine.runner import Runner
-    from jodiff.segment import register_mm_modules
     a, b = 'shapes:train?n=8&size=64', 'shapes:val?n=24&size=64'
     cfg = build_config('deeplabv3-r18-tiny', get_label_space('shapes'), [a, b], VAL, iters=2, work_dir=tmp_path,
                        batch_size=4, mix_ratio=0.5)
@@ -163,17 +162,15 @@ def test_bad_input_fails_before_training(tmp_path):
 
 
 def test_cli_train_and_eval(tmp_path):
-    if (ROOT / 'jodiff' / 'cli.py').exists(): cmd = [sys.executable, '-m', 'jodiff.cli']
-    else:  # the lead's jodiff.cli is not there yet: the same argparse wiring it will use
-        cmd = [sys.executable, '-c', 'import argparse, sys; from jodiff.segment import add_cli; p = argparse.ArgumentParser("jodiff"); '
-               'add_cli(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); a.func(a)']
+    cmd = [sys.executable, '-m', 'jodiff.cli']
     wd = tmp_path / 'run'
     env = dict(__import__('os').environ, OMP_NUM_THREADS='1')
     t = subprocess.run(cmd + ['segment', 'train', '--model', 'deeplabv3-r18-tiny', '--train', TRAIN, '--val', VAL,
                               '--iters', '2', '--work-dir', str(wd), '--batch-size', '2', '--crop', '48'],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert t.returncode == 0, t.stderr[-3000:]
-    assert 'eta' in (t.stdout + t.stderr).lower()            # progress lines with ETA
+    assert '2/2 [' in t.stderr and 'mmengine - INFO' not in t.stdout + t.stderr   # one progress bar, no log lines
+    assert list(wd.glob('*/*.log'))                           # the full log went to the work dir
     assert (wd / 'iter_2.pth').is_file() and (wd / 'metrics.json').is_file()
     out = tmp_path / 'm.json'
     e = subprocess.run(cmd + ['segment', 'eval', '--checkpoint', str(wd), '--data', VAL, '--out', str(out)],

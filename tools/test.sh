@@ -15,6 +15,9 @@ if [ "$before" != "$after" ]; then
   echo "nbdev_export changed jodiff/: the notebooks and the package are out of sync"; git diff --stat -- jodiff; exit 1
 fi
 
+echo "== the import contracts hold (pyproject.toml: shared layer, methods, no cycles)"
+lint-imports --no-logo
+
 echo "== README.md is generated from nbs/index.ipynb"
 python tools/readme.py --check
 

@@ -1,0 +1,58 @@
+"Tests for the joint model and its training beyond the notebooks' lessons: text conditioning, UniDiffuser weights, learning, 2 processes."
+import json, os, socket, subprocess, sys
+from pathlib import Path
+import numpy as np, pytest, torch
+from jodiff.jodiffusion.joint_model import JointDiffusionTransformer, tiny_joint_transformer, tiny_unidiffuser
+from jodiff.jodiffusion.train_joint import joint_loss, make_noise_scheduler
+
+torch.set_num_threads(1)
+SPEC = "shapes:train?n=16&size=32"
+
+def _inputs(B=2, Cm=4):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(B, 4, 4, 4, generator=g), torch.randn(B, Cm, 4, 4, generator=g), torch.randn(B, 8, 32, generator=g)
+
+def test_text_conditions_both_outputs():
+    m = tiny_joint_transformer(0).eval()
+    zi, zm, txt = _inputs()
+    a, b = m(zi, zm, 10, txt), m(zi, zm, 10, txt + 1)
+    assert not torch.allclose(a.image_sample, b.image_sample) and not torch.allclose(a.mask_sample, b.mask_sample)
+
+def test_from_unidiffuser_saved_and_reloaded(tmp_path):
+    u = tiny_unidiffuser(0)
+    u.save_pretrained(tmp_path / "unet")
+    j = JointDiffusionTransformer.from_unidiffuser(tmp_path, text_dim=32, num_text_tokens=8)
+    ud = u.transformer.state_dict()
+    for k, v in j.transformer.state_dict().items(): assert torch.equal(v, ud[k]), k
+    assert torch.equal(j.img_in.proj.weight, u.vae_img_in.proj.weight)
+    assert j.config.inner_text_dim == u.config.text_dim
+    j2 = JointDiffusionTransformer.from_unidiffuser(u, mask_channels=3)   # other channel count: random mask parts
+    assert j2.mask_out.weight.shape[0] == 3 and j2.config.text_dim == 16
+    assert j2(torch.randn(1, 4, 4, 4), torch.randn(1, 3, 4, 4), 3, torch.randn(1, 10, 16)).mask_sample.shape == (1, 3, 4, 4)
+
+def test_training_steps_reduce_loss_on_fixed_batch():
+    "A few optimiser steps lower the joint loss on a fixed batch with a fixed noise draw (the loss can learn)."
+    m = tiny_joint_transformer(0)
+    zi, zm, txt = _inputs(B=4)
+    sched, opt = make_noise_scheduler(), torch.optim.AdamW(m.parameters(), lr=3e-3)
+    loss = lambda: joint_loss(m, zi, zm, txt, torch.zeros(1, 8, 32), sched, torch.Generator().manual_seed(1), 0.0)
+    with torch.no_grad(): before = loss().item()
+    for _ in range(15):
+        l = loss(); opt.zero_grad(); l.backward(); opt.step()
+    with torch.no_grad(): after = loss().item()
+    assert after < 0.9 * before, (before, after)
+
+def test_accelerate_launch_two_cpu_processes(tmp_path):
+    "`accelerate launch -m jodiff.cli joint` on 2 CPU processes: one log, 3 steps, a saved pipeline with its label space."
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]  # a free port: no clash with other runs
+    acc = Path(sys.executable).parent / "accelerate"
+    cmd = [str(acc), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--main_process_port", str(port), "--dynamo_backend", "no", "-m", "jodiff.cli", "joint", "--steps", "3",
+           "--batch-size", "2", "--resolution", "32", "--dataset", SPEC, "--out-dir", str(tmp_path), "--no-resume", "--cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert log["processes"] == 2 and len(log["losses"]) == 3
+    assert (tmp_path / "pipeline" / "model_index.json").exists()
+    assert json.loads((tmp_path / "pipeline" / "label_space.json").read_text())["name"] == "shapes"
