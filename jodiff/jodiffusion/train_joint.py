@@ -212,7 +212,7 @@ def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, steps, batch_size
     model, opt, sch = acc.prepare(model, opt, sch)
     step = _resume_step(acc, out_dir, resume)
     null, W, rank, losses, t0 = tcodec.null().to(acc.device), acc.num_processes, acc.process_index, [], time.time()
-    bar = tqdm(range(step, steps), initial=step, total=steps, disable=not acc.is_local_main_process, desc="joint")
+    bar = tqdm(range(step, steps), initial=step, total=steps, disable=not acc.is_local_main_process, desc="joint", mininterval=2)
     model.train()
     for step in bar:
         zi, zm, txt = _batch_latents(ds, step, seed, batch_size, acc, resolution, icodec, tcodec, avae, c)

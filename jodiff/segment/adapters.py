@@ -4,7 +4,7 @@
 
 # %% ../../nbs/50_segment_adapters.ipynb #sa000002
 from __future__ import annotations
-import contextlib, os, re, time, warnings
+import contextlib, logging, os, re, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,8 +20,9 @@ from ..core import DataError
 from ..data import load_dataset
 
 # %% auto #0
-__all__ = ['KNOWN_WARNINGS', 'trusted_torch_load', 'load_checkpoint_file', 'jodiff_source', 'JodiffDataset', 'LoadJodiffImage',
-           'LoadJodiffAnnotations', 'MixSampler', 'mix_weights', 'JodiffMetaHook', 'ProgressHook', 'quiet_mm']
+__all__ = ['KNOWN_WARNINGS', 'KNOWN_LOG_LINES', 'trusted_torch_load', 'load_checkpoint_file', 'jodiff_source', 'JodiffDataset',
+           'LoadJodiffImage', 'LoadJodiffAnnotations', 'MixSampler', 'mix_weights', 'JodiffMetaHook', 'ProgressHook',
+           'KnownLogLines', 'quiet_mm']
 
 # %% ../../nbs/50_segment_adapters.ipynb #98a6aebb
 def _is_under(path, roots) -> bool:
@@ -183,6 +184,13 @@ class ProgressHook(Hook):
 # %% ../../nbs/50_segment_adapters.ipynb #sa000007
 KNOWN_WARNINGS = (r"``build_loss`` would be deprecated soon",   # mmseg's heads call its own deprecated builder
                   r"Default ``avg_non_ignore`` is False")        # the reference configs' (and the papers') setting
+
+KNOWN_LOG_LINES = (r"The prefix is not set in metric class",            # mmseg's IoUMetric, as the reference configs use it
+                   r'"FileClient" will be deprecated', r'"HardDiskBackend" is the alias')  # mmengine's own hooks
+
+class KnownLogLines(logging.Filter):
+    "Drop mmengine's log records that are known notices (they still reach the log file, which has no such filter)."
+    def filter(self, record): return not any(re.search(p, record.getMessage()) for p in KNOWN_LOG_LINES)
 
 @contextlib.contextmanager
 def quiet_mm():

@@ -16,7 +16,7 @@ from mmseg.registry import MODELS, TRANSFORMS
 from ..core import DataError, LabelSpace, atomic_write
 from ..data import load_dataset
 from ..metrics import IoUMeter, iou_table
-from .adapters import (JodiffMetaHook, jodiff_source, load_checkpoint_file, mix_weights, quiet_mm,
+from .adapters import (JodiffMetaHook, KnownLogLines, jodiff_source, load_checkpoint_file, mix_weights, quiet_mm,
                                      trusted_torch_load)
 from .zoo import SEGMENTERS, check_model_name, register_mm_modules
 
@@ -197,13 +197,16 @@ def check_checkpoint(path, space: LabelSpace, model: str | None, what: str) -> d
     return meta
 
 # %% ../../nbs/52_segmenters.ipynb #fd19aac5
+_KNOWN = KnownLogLines()
+
 def _runner(cfg: Config, log_level: str) -> Runner:
     "A Runner built without echoing its environment and config; INFO goes to its log file, `log_level` and up to the terminal."
     cfg.log_level = 'WARNING'
     runner = Runner.from_cfg(cfg)
     runner.logger.setLevel(logging.INFO)
     for h in runner.logger.handlers:
-        h.setLevel(logging.INFO if isinstance(h, logging.FileHandler) else logging.getLevelName(log_level))
+        if isinstance(h, logging.FileHandler): h.setLevel(logging.INFO)
+        else: h.setLevel(logging.getLevelName(log_level)); h.addFilter(_KNOWN)
     return runner
 
 def _check_train_inputs(model: str, train_specs, val_spec, iters) -> tuple:
