@@ -20,7 +20,7 @@ def test_no_absolute_paths_in_committed_notebook_outputs():
     for nb in committed('*.ipynb'):
         for i, c in enumerate(json.loads(nb.read_text()).get('cells', [])):
             for o in c.get('outputs', []):
-                if m := ABSOLUTE.search(''.join(texts(o))): hits.append(f"{nb.relative_to(ROOT)} cell {i}: {m.group(0)!r}")
+                if m := ABSOLUTE.search('\n'.join(texts(o))): hits.append(f"{nb.relative_to(ROOT)} cell {i}: {m.group(0)!r}")
     assert not hits, '\n'.join(hits)
 
 def test_no_absolute_paths_in_committed_result_files():
@@ -31,5 +31,5 @@ def test_no_absolute_paths_in_committed_result_files():
 def test_no_warnings_on_stderr_in_committed_notebook_outputs():
     hits = [f"{nb.relative_to(ROOT)} cell {i}" for nb in committed('*.ipynb')
             for i, c in enumerate(json.loads(nb.read_text()).get('cells', []))
-            for o in c.get('outputs', []) if o.get('name') == 'stderr' and 'Warning' in ''.join(texts(o))]
+            for o in c.get('outputs', []) if o.get('name') == 'stderr' and 'Warning' in '\n'.join(texts(o))]
     assert not hits, '\n'.join(hits)

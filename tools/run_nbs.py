@@ -26,7 +26,9 @@ def run(path: Path, flags: set) -> float:
         if 'nbdev_export(' in cell.source: return True
         d = extract_directives(cell, remove=False)
         if d.get('eval:', [''])[0].lower() == 'false': return True
-        return bool({'slow', 'cuda'} - flags & d.keys())
+        if {'slow', 'cuda'} - flags & d.keys(): return True
+        cell.outputs = []   # execnb leaves a cell's old outputs in place when the new run prints nothing
+        return False
     t = time.time()
     sh = CaptureShell(path)
     with working_directory(path.parent): sh.run_all(nb, exc_stop=True, preproc=skip)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/50_segment_adapters.ipynb #sa000002
 from __future__ import annotations
-import contextlib, logging, os, re, time, warnings
+import contextlib, io, logging, os, re, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from ..data import load_dataset
 # %% auto #0
 __all__ = ['KNOWN_WARNINGS', 'KNOWN_LOG_LINES', 'trusted_torch_load', 'load_checkpoint_file', 'jodiff_source', 'JodiffDataset',
            'LoadJodiffImage', 'LoadJodiffAnnotations', 'MixSampler', 'mix_weights', 'JodiffMetaHook', 'ProgressHook',
-           'KnownLogLines', 'quiet_mm']
+           'PrintsToLog', 'KnownLogLines', 'quiet_mm']
 
 # %% ../../nbs/50_segment_adapters.ipynb #98a6aebb
 def _is_under(path, roots) -> bool:
@@ -177,16 +177,27 @@ class ProgressHook(Hook):
                         disable=self.disable or get_dist_info()[0] != 0)
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         self.bar.update(1)
-        if outputs and 'loss' in outputs: self.bar.set_postfix(loss=f"{float(outputs['loss']):.3f}", refresh=False)
+        if outputs and 'loss' in outputs: self.bar.set_postfix(loss=f"{outputs['loss'].item():.3f}", refresh=False)
     def after_train(self, runner) -> None:
         if self.bar is not None: self.bar.close()
 
 # %% ../../nbs/50_segment_adapters.ipynb #sa000007
 KNOWN_WARNINGS = (r"``build_loss`` would be deprecated soon",   # mmseg's heads call its own deprecated builder
-                  r"Default ``avg_non_ignore`` is False")        # the reference configs' (and the papers') setting
+                  r"Default ``avg_non_ignore`` is False",        # the reference configs' (and the papers') setting
+                  r"torch.meshgrid: in an upcoming release")     # mmdet's deformable attention, in Mask2Former's pixel decoder
 
 KNOWN_LOG_LINES = (r"The prefix is not set in metric class",            # mmseg's IoUMetric, as the reference configs use it
                    r'"FileClient" will be deprecated', r'"HardDiskBackend" is the alias')  # mmengine's own hooks
+
+class PrintsToLog(io.TextIOBase):
+    "A stdout for mmengine's `print_log` without a logger (e.g. 'Loads checkpoint by ...'): each line goes to `logger` at INFO."
+    def __init__(self, logger): self.logger, self.buf = logger, ''
+    def write(self, s: str) -> int:
+        self.buf += s
+        while '\n' in self.buf:
+            line, self.buf = self.buf.split('\n', 1)
+            if line.strip(): self.logger.info(line)
+        return len(s)
 
 class KnownLogLines(logging.Filter):
     "Drop mmengine's log records that are known notices (they still reach the log file, which has no such filter)."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_segmenters.ipynb #6dc481eb
 from __future__ import annotations
-import json, logging, math, time, uuid
+import contextlib, json, logging, math, time, uuid
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from mmseg.registry import MODELS, TRANSFORMS
 from ..core import DataError, LabelSpace, atomic_write
 from ..data import load_dataset
 from ..metrics import IoUMeter, iou_table
-from .adapters import (JodiffMetaHook, KnownLogLines, jodiff_source, load_checkpoint_file, mix_weights, quiet_mm,
+from .adapters import (JodiffMetaHook, KnownLogLines, PrintsToLog, jodiff_source, load_checkpoint_file, mix_weights, quiet_mm,
                                      trusted_torch_load)
 from .zoo import SEGMENTERS, check_model_name, register_mm_modules
 
@@ -260,7 +260,7 @@ def train_segmenter(model: str,               # a name in SEGMENTERS
         register_mm_modules(model)
         with trusted_torch_load(work_dir, finetune_from), quiet_mm():
             runner = _runner(cfg, log_level)
-            runner.train()
+            with contextlib.redirect_stdout(PrintsToLog(runner.logger)): runner.train()   # mmengine's bare prints: to the log
         val_metrics = next((h.val_metrics for h in runner.hooks if isinstance(h, JodiffMetaHook)), None)
     seconds = time.time() - t0
     # 4. Evaluate
@@ -288,7 +288,7 @@ def predict_item(net, pipeline,  # from `load_trained`
                 ) -> tuple:      # (the pipeline's data dict, predicted (H,W) class ids)
     "Predict the class map of item `i` of `spec`, at the size of its label."
     data = pipeline(dict(jodiff_spec=str(spec), jodiff_index=i, seg_fields=[], reduce_zero_label=False))
-    return data, net.test_step(pseudo_collate([data]))[0].pred_sem_seg.data[0].cpu().numpy()
+    with quiet_mm(): return data, net.test_step(pseudo_collate([data]))[0].pred_sem_seg.data[0].cpu().numpy()
 
 # %% ../../nbs/52_segmenters.ipynb #859c2c77
 def evaluate_segmenter(checkpoint,          # checkpoint file, or a work dir (its latest checkpoint)
