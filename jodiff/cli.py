@@ -4,14 +4,15 @@
 
 # %% ../nbs/90_cli.ipynb #fdba781c
 from __future__ import annotations
-import argparse, ast, importlib, importlib.util, inspect, json, os, subprocess, sys, time, typing
+import argparse, ast, importlib, importlib.util, inspect, json, os, subprocess, sys, time, traceback, typing
 from importlib.metadata import entry_points
 from pathlib import Path
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['API', 'GROUPS', 'command', 'api_defaults', 'registered_commands', 'build_parser', 'run', 'main', 'data_stats',
-           'segment_eval', 'segment_train', 'generate', 'bench_generate', 'bench_cli']
+__all__ = ['API', 'GROUPS', 'USER_ERRORS', 'command', 'api_defaults', 'registered_commands', 'build_parser', 'fail',
+           'OneLineParser', 'run', 'main', 'data_stats', 'segment_eval', 'segment_train', 'generate', 'bench_generate',
+           'bench_cli']
 
 # %% ../nbs/90_cli.ipynb #cl000002
 class _FromAPI:
@@ -95,8 +96,8 @@ GROUPS = dict(bench='speed benchmarks against a reference run in the same proces
 def build_parser(commands: list | None = None, # command functions (default: the registered ones)
                 ) -> argparse.ArgumentParser:
     "The `jodiff` argument parser: one sub-parser per command, nested by the command's words."
-    parser = argparse.ArgumentParser(prog='jodiff', description='Synthetic segmentation datasets from text, and the segmenters that judge them.')
-    top = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    parser = OneLineParser(prog='jodiff', description='Synthetic segmentation datasets from text, and the segmenters that judge them.')
+    top = parser.add_subparsers(dest='command', required=True, metavar='COMMAND', parser_class=OneLineParser)
     groups = {}
     for f in registered_commands() if commands is None else commands:
         words, doc = f.__jodiff_command__['words'], inspect.getdoc(f) or ''
@@ -104,7 +105,7 @@ def build_parser(commands: list | None = None, # command functions (default: the
         if len(words) > 1:
             if words[0] not in groups:
                 g = top.add_parser(words[0], help=GROUPS.get(words[0], f'{words[0]} commands'))
-                groups[words[0]] = g.add_subparsers(dest=f'{words[0]}_command', required=True, metavar='COMMAND')
+                groups[words[0]] = g.add_subparsers(dest=f'{words[0]}_command', required=True, metavar='COMMAND', parser_class=OneLineParser)
             sub = groups[words[0]]
         p = sub.add_parser(words[-1], help=doc.split('\n')[0], description=doc)
         _add_params(p, f)
@@ -112,12 +113,25 @@ def build_parser(commands: list | None = None, # command functions (default: the
     return parser
 
 # %% ../nbs/90_cli.ipynb #cl000008
-def _extra_options(extra: list) -> dict:
+def _main_process() -> bool:
+    "False on the other processes of a multi-process launch (torchrun and `accelerate launch` set RANK)."
+    return os.environ.get('RANK', '0') == '0'
+
+def fail(line: str, code: int = 2):
+    "End the command: `line` on stderr, once (by the main process of a launch), and exit status `code`."
+    if _main_process(): print(' '.join(str(line).split('\n')), file=sys.stderr, flush=True)
+    sys.exit(code)
+
+class OneLineParser(argparse.ArgumentParser):
+    "An argument parser whose usage errors are one line, printed once under a multi-process launch."
+    def error(self, message: str): fail(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+
+def _extra_options(extra: list, prog: str) -> dict:
     "`['--refine-tau', '4', '--flag']` -> {'refine_tau': '4', 'flag': 'true'}; anything else is an error."
     out, i = {}, 0
     while i < len(extra):
         tok = extra[i]
-        if not tok.startswith('--') or tok == '--': raise SystemExit(f"jodiff: error: unrecognized argument {tok!r}")
+        if not tok.startswith('--') or tok == '--': fail(f"{prog}: error: unrecognized argument {tok!r} (see '{prog} --help')")
         key, eq, val = tok[2:].partition('=')
         if not eq:
             if i + 1 < len(extra) and not extra[i + 1].startswith('--'): val, i = extra[i + 1], i + 1
@@ -127,21 +141,34 @@ def _extra_options(extra: list) -> dict:
 
 def _takes_options(f) -> bool: return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(f).parameters.values())
 
+USER_ERRORS = (ValueError, OSError)   # bad values and names, incompatible settings, missing or unwritable files (DataError is a ValueError)
+# A bug that raises one of these deep inside also ends as one line: JODIFF_TRACEBACK=1 prints its traceback first.
+
+def _message(e: Exception) -> str:
+    "A user error as one readable sentence: an OSError as 'FILE: what happened'."
+    if isinstance(e, OSError) and e.filename is not None and e.strerror: return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+# %% ../nbs/90_cli.ipynb #cl000008-1
 def run(argv: list | None = None, # arguments (default: sys.argv[1:])
        ):                          # what the command returns (a summary dict, metrics, ...)
-    "Run a `jodiff` sub-command and return its result; errors in the user's input exit with status 2 and one line."
+    "Run a `jodiff` sub-command and return its result; a user error is one line and exit 2, Ctrl-C exit 130."
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     f = args._command
     if extra and not _takes_options(f): parser.parse_args(argv)   # argparse reports the unknown arguments and exits 2
     names = [n for n, p in inspect.signature(f).parameters.items() if p.kind != p.VAR_KEYWORD]
-    kwargs = {n: getattr(args, n) for n in names}
-    try: return f(**kwargs, **_extra_options(extra))
-    except Exception as e:
-        from jodiff.core import DataError
-        if not isinstance(e, (DataError, FileNotFoundError)): raise
-        print(f"jodiff {' '.join(f.__jodiff_command__['words'])}: error: {e}", file=sys.stderr); sys.exit(2)
+    prog = 'jodiff ' + ' '.join(f.__jodiff_command__['words'])
+    kwargs = {n: getattr(args, n) for n in names} | _extra_options(extra, prog)
+    try: return f(**kwargs)
+    except KeyboardInterrupt: fail(f"{prog}: interrupted; every file written so far is whole: rerun the same command to continue", 130)
+    except USER_ERRORS as e:
+        if os.environ.get('JODIFF_TRACEBACK') and _main_process(): traceback.print_exc()   # where it came from, on request
+        fail(f"{prog}: error: {_message(e)}")
+    except Exception:
+        if _main_process(): traceback.print_exc()
+        fail(f"{prog}: internal error: this is a bug in jodiff, not in your input; please report it with the traceback above", 1)
 
 def main(argv: list | None = None, # arguments (default: sys.argv[1:])
         ) -> None:                 # None, so that `sys.exit(main())` exits with status 0
@@ -166,10 +193,15 @@ def segment_eval(*, checkpoint: str,    # checkpoint file or work dir
                  data: str,             # evaluation data spec
                  out: str = None,       # write the metrics here as JSON
                 ) -> dict:
-    "Evaluate a trained segmenter on a dataset and print the per-class table."
+    "Evaluate a trained segmenter on a dataset and print the per-class table (then write it to --out)."
+    from jodiff.core import atomic_write
+    from jodiff.runs import check_out_file
     from jodiff.segment.train import evaluate_segmenter, metrics_table
-    r = evaluate_segmenter(checkpoint, data, out)
-    print(metrics_table(r)); print(json.dumps({k: r[k] for k in ['mIoU', 'num_images', 'dataset', 'checkpoint']}))
+    if out is not None: check_out_file(out)           # before the work, so that its result is not lost to a bad --out
+    r = evaluate_segmenter(checkpoint, data)
+    print(metrics_table(r)); print(json.dumps({k: r[k] for k in ['mIoU', 'num_images', 'dataset', 'checkpoint']}), flush=True)
+    if out is not None:
+        with atomic_write(out, 'w') as f: json.dump(r, f, indent=1)
     return r
 
 # %% ../nbs/90_cli.ipynb #cl000010
@@ -189,13 +221,14 @@ def segment_train(*, train: list,         # training data spec; repeat for joint
                   seed: int = API,        # random seed
                   num_workers: int = API, # dataloader worker processes
                   no_resume: bool = False, # start over even if --work-dir holds checkpoints
+                  wait: bool = False,     # if another run is training in --work-dir, wait for it to finish (else stop at once)
                   quiet: bool = False,    # no progress bar
                  ) -> dict:
     "Train a segmenter (resumes in the same --work-dir), then print its metrics as JSON."
     from jodiff.segment.train import train_segmenter
     r = train_segmenter(model, train, val, iters, work_dir, finetune_from=finetune_from, resume=not no_resume, crop_size=crop,
                         batch_size=batch_size, lr=lr, pretrained=pretrained, scale=scale, mix_ratio=mix_ratio, seed=seed,
-                        num_workers=num_workers, progress=not quiet)
+                        num_workers=num_workers, progress=not quiet, wait=wait)
     print(json.dumps({k: r[k] for k in ['checkpoint', 'seconds', 'trained_iters']} |
                      ({'mIoU': r['metrics']['mIoU'], 'metrics': str(Path(work_dir) / 'metrics.json')} if r['metrics'] else {})))
     return r
@@ -216,6 +249,7 @@ def generate(*, model: str,             # folder of a saved pipeline of the meth
              width: int = None,         # image width (default: the model's)
              label_space: str = None,   # the masks' label space (preset name or JSON file), when the model folder has none
              no_raw: bool = False,      # do not keep the method's unrefined masks
+             wait: bool = False,        # if another run is writing into --out, wait for it to finish (else stop at once)
              quiet: bool = False,       # no progress bar
              **options,                 # any option of the method's pipeline, e.g. --refine-tau 20 for jodiffusion ('none' disables)
             ) -> dict:
@@ -227,7 +261,7 @@ def generate(*, model: str,             # folder of a saved pipeline of the meth
     options = {**{k: v for k, v in given.items() if v is not None}, **coerce_options(method_class(method), options)}
     texts = read_prompts(prompts) if prompts else captions_of(captions_from)
     s = gen(model, texts, num, out, method=method, batch_size=batch_size, seed=seed, keep_raw=not no_raw, progress=not quiet,
-            prompts_source=prompts or captions_from, label_space=label_space, **options)
+            prompts_source=prompts or captions_from, label_space=label_space, wait=wait, **options)
     print(json.dumps(s), flush=True)  # one line per process
     return s
 

@@ -13,8 +13,8 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['CAMVID_CLASSES', 'CAMVID_PALETTE', 'SHAPES_CLASSES', 'LABEL_SPACE_NAMES', 'DataError', 'voc_colormap', 'LabelSpace',
-           'get_label_space', 'atomic_write', 'read_image', 'save_image', 'read_mask', 'write_mask', 'checkpoint_dirs',
-           'seed_everything', 'generator_for']
+           'get_label_space', 'atomic_write', 'temp_writer', 'process_alive', 'stale_temp', 'read_image', 'save_image',
+           'read_mask', 'write_mask', 'checkpoint_dirs', 'seed_everything', 'generator_for']
 
 # %% ../nbs/00_core.ipynb #5cfaa352
 class DataError(ValueError):
@@ -140,7 +140,7 @@ def atomic_write(path,             # file to write
     "Open a temporary file beside `path`; on success rename it to `path`, on error remove it."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -150,6 +150,26 @@ def atomic_write(path,             # file to write
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+
+# %% ../nbs/00_core.ipynb #co000002
+def temp_writer(path) -> int | None:  # a file's path
+    "The process id of the writer of an `atomic_write` temporary file, or None when `path` is not one."
+    m = re.fullmatch(r'\.(.+)\.(\d+)\.[^.]+\.tmp', Path(path).name)
+    return int(m.group(2)) if m else None
+
+def process_alive(pid: int) -> bool:
+    "Whether a process with this id exists (on this machine)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def stale_temp(path) -> bool:
+    "True for a temporary file (`.*.tmp`) whose writer is gone: a file a killed job left behind."
+    name = Path(path).name
+    if not (name.startswith('.') and name.endswith('.tmp')): return False
+    pid = temp_writer(path)
+    return pid is None or (pid != os.getpid() and not process_alive(pid))
 
 # %% ../nbs/00_core.ipynb #3b885b62
 def read_image(path, # image file

@@ -21,9 +21,9 @@ from .shapes import render_scene, LEVELS, split_seed, SPLIT_OFFSETS, SPLIT_SIZE,
 __all__ = ['KINDS', 'SPEC_OPTIONS', 'TEXT_OPTIONS', 'CAMVID_LUT', 'ADE20K_LUT', 'IMAGE_DIR', 'MASK_DIR', 'RAW_DIR', 'SCORE_DIR',
            'CAPTIONS_FILE', 'DATASET_FILE', 'DEFAULT_SHAPES_N', 'LOADERS', 'DatasetSpec', 'parse_spec', 'SegDataset',
            'FileDataset', 'ShapesDataset', 'value_lut', 'load_camvid', 'load_voc', 'load_coco', 'load_ade20k',
-           'load_cityscapes', 'read_jsonl', 'load_folder', 'FolderWriter', 'shared_dir', 'expand_path', 'load_shapes',
-           'load_dataset', 'Transform', 'Resize', 'RandomCrop', 'RandomFlip', 'Compose', 'class_frequencies',
-           'frequency_table']
+           'load_cityscapes', 'read_jsonl', 'load_folder', 'FolderWriter', 'mark_incomplete', 'shared_dir',
+           'expand_path', 'load_shapes', 'load_dataset', 'Transform', 'Resize', 'RandomCrop', 'RandomFlip', 'Compose',
+           'class_frequencies', 'frequency_table']
 
 # %% ../nbs/01_data.ipynb #c7a0862a
 KINDS = {  # kind -> (splits, default split); `None` split means the kind has no splits
@@ -38,7 +38,8 @@ KINDS = {  # kind -> (splits, default split); `None` split means the kind has no
 SPEC_OPTIONS = {'n': 'take the first n items (after a seeded shuffle when `seed` is given; shapes: n scenes)',
                 'size': 'shapes resolution (32..512, default 128)',
                 'seed': 'shapes: first seed within the split; other kinds: shuffle the items with this seed',
-                'level': 'shapes difficulty: hard (default) or easy (see jodiff.shapes.LEVELS)'}
+                'level': 'shapes difficulty: hard (default) or easy (see jodiff.shapes.LEVELS)',
+                'partial': 'folder: 1 reads a folder that a run was extending when it stopped (0: refuse, the default)'}
 TEXT_OPTIONS = {'level'}   # options whose value is a name; all others are integers
 
 @dataclass
@@ -83,6 +84,7 @@ def parse_spec(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50&size=64', 'camvi
         if options[k] < (1 if k == 'n' else 0): raise DataError(f"dataset spec {spec!r}: option {k}={v} is out of range")
     for k in ('size', 'level'):
         if k in options and kind != 'shapes': raise DataError(f"dataset spec {spec!r}: option {k!r} only applies to shapes")
+    if 'partial' in options and kind != 'folder': raise DataError(f"dataset spec {spec!r}: option 'partial' only applies to folder")
     if 'level' in options and options['level'] not in LEVELS:
         raise DataError(f"dataset spec {spec!r}: unknown shapes level {options['level']!r}; known levels: {', '.join(LEVELS)}")
     if 'size' in options and not MIN_SIZE <= options['size'] <= MAX_SIZE:
@@ -292,10 +294,16 @@ def _complete_names(root: Path) -> list:
     return sorted(p.stem for p in d.glob('*.png') if not p.name.startswith('.')) if d.is_dir() else []
 
 # %% ../nbs/01_data.ipynb #b625c001
-def load_folder(root, split=None) -> FileDataset:
+def load_folder(root,                # the folder
+                split=None,          # (folders have no splits)
+                partial: bool = False, # read a folder a run was extending when it stopped (its metadata may be behind)
+               ) -> FileDataset:
     "A jodiff folder dataset: label space from dataset.json, samples sorted by name, captions from captions.jsonl."
     root = _dir(Path(root), 'dataset folder')
     info = _read_dataset_json(root)
+    if info.get('complete', True) is False and not partial:
+        raise DataError(f"{root}: incomplete: a run was adding samples to it when it stopped ({info.get('made_by', {}).get('method', 'jodiff')}); "
+                        f"rerun the same command to finish it, or read it as it is with 'folder:{root}?partial=1'")
     _dir(root / MASK_DIR, MASK_DIR)
     cap_file = root / CAPTIONS_FILE
     caps = {r['name']: r.get('caption') for r in read_jsonl(cap_file)} if cap_file.is_file() else {}
@@ -364,10 +372,19 @@ def flush(self: FolderWriter):
     with atomic_write(cap_file, 'w') as f:
         for n in sorted(merged):
             if n in done: f.write(json.dumps(merged[n], default=_json_default) + '\n')
-    info = dict(label_space=self.space.to_dict(), num_images=len(complete), made_by=self.made_by)
+    info = dict(label_space=self.space.to_dict(), num_images=len(complete), complete=True, made_by=self.made_by)
     with atomic_write(self.root / DATASET_FILE, 'w') as f: json.dump(info, f, indent=1, default=_json_default)
 
 # %% ../nbs/01_data.ipynb #8018c101
+def mark_incomplete(root,  # a jodiff folder dataset
+                   ) -> bool: # whether it had a dataset.json to mark
+    "Mark a folder's dataset.json incomplete while a run adds samples (`FolderWriter.flush` marks it complete again)."
+    f = Path(root) / DATASET_FILE
+    if not f.is_file(): return False
+    d = json.loads(f.read_text()); d['complete'] = False
+    with atomic_write(f, 'w') as fh: json.dump(d, fh, indent=1, default=_json_default)
+    return True
+
 def _json_default(o):
     "JSON fallback for numpy scalars/arrays and paths."
     if isinstance(o, np.generic): return o.item()
@@ -413,7 +430,8 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
     if spec.kind == 'shapes':
         ds = load_shapes(spec.split, o.get('n'), o.get('size', 128), o.get('seed', 0), o.get('level', 'hard'))
     else:
-        ds = LOADERS[spec.kind](expand_path(spec.path), spec.split)
+        extra = dict(partial=bool(o['partial'])) if 'partial' in o else {}
+        ds = LOADERS[spec.kind](expand_path(spec.path), spec.split, **extra)
         idx = np.arange(len(ds))
         if 'seed' in o: idx = np.random.default_rng(o['seed']).permutation(len(ds))
         if 'n' in o or 'seed' in o: ds = ds.select(idx[:o.get('n', len(ds))])

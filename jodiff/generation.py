@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_generation.ipynb #4ca24b48
 from __future__ import annotations
-import hashlib, importlib, inspect, json, os, time
+import contextlib, hashlib, importlib, inspect, json, math, os, time
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -13,8 +13,9 @@ import torch
 from accelerate import PartialState
 from tqdm import tqdm
 import jodiff
-from .core import DataError, LabelSpace, atomic_write, get_label_space, write_mask
-from .data import FolderWriter, IMAGE_DIR, MASK_DIR, RAW_DIR, SCORE_DIR, read_jsonl
+from .core import DataError, LabelSpace, atomic_write, get_label_space, stale_temp, write_mask
+from .data import FolderWriter, IMAGE_DIR, MASK_DIR, RAW_DIR, SCORE_DIR, mark_incomplete
+from .runs import check_out_dir, folder_lock
 
 # %% auto #0
 __all__ = ['register_method', 'method_names', 'method_class', 'method_options', 'resolve_options', 'coerce_options', 'Sample',
@@ -111,13 +112,13 @@ def complete_names(out_dir, # a generation folder
 
 def clean_partial(out_dir, # a generation folder
                  ) -> int:  # number of files removed
-    "Remove temporary files left by a killed writer."
+    "Remove the temporary files of writers that are gone (a killed run's); those of running writers stay."
     n = 0
     for sub in (IMAGE_DIR, MASK_DIR, RAW_DIR, SCORE_DIR, '.'):
         d = Path(out_dir) / sub
         if not d.is_dir(): continue
         for e in os.scandir(d):
-            if e.name.startswith('.') and e.name.endswith('.tmp') and e.is_file():
+            if e.is_file() and stale_temp(e.path):
                 os.unlink(e.path); n += 1
     return n
 
@@ -152,10 +153,7 @@ def check_args(out_dir,   # the generation folder
               ) -> dict | None: # the stored arguments, or None for a new folder
     "Refuse (`ValueError`) to continue a folder that was made with other arguments."
     out = Path(out_dir); f = out / 'generation.json'
-    if not f.exists():
-        if (out / MASK_DIR).is_dir() and any(True for _ in os.scandir(out / MASK_DIR)):
-            raise ValueError(f"{out}: holds masks but no generation.json; not a `jodiff generate` folder, pick another --out")
-        return None
+    if not f.exists(): return None
     try: old = json.loads(f.read_text())
     except Exception as e: raise DataError(f"{f}: cannot read ({e})") from None
     diff = [k for k in sorted(set(old) | set(args)) if k not in _NUM_FREE and old.get(k) != args.get(k)]
@@ -222,14 +220,22 @@ def write_metadata(out_dir,            # the generation folder
     return len(w.records)
 
 # %% ../nbs/40_generation.ipynb #2a0adc8b
-def _check_inputs(prompts, num, batch_size) -> list:
-    "The prompts as strings, after checking that there are some and that `num` and `batch_size` are positive integers."
+def _check_inputs(prompts, num, batch_size, seed) -> list:
+    "The prompts as strings, after checking that there are some, that `num` and `batch_size` are positive and `seed` an integer."
     prompts = [str(p) for p in prompts]
-    if not prompts: raise ValueError("generate: prompts is empty")
-    if int(num) != num or num < 1: raise ValueError(f"generate: num must be a positive integer, got {num!r}")
-    if batch_size < 1: raise ValueError(f"generate: batch_size must be >= 1, got {batch_size}")
+    if not prompts: raise ValueError("prompts: the list is empty")
+    for k, v, low in (('num', num, 1), ('batch_size', batch_size, 1), ('seed', seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"{k} must be an integer >= {low}, got {v!r}")
     return prompts
 
+def _check_options(pipe, options: dict):
+    "Finite numbers only, then the method's own checks (`check_options`), all before anything is written."
+    for k, v in options.items():
+        if isinstance(v, float) and not math.isfinite(v): raise ValueError(f"{k} must be a finite number, got {v}")
+    if hasattr(pipe, 'check_options'): pipe.check_options(**options)
+
+# %% ../nbs/40_generation.ipynb #ge000012
 def _load_pipeline(cls, pipe_or_dir):
     "(pipeline, its folder or None): `pipe_or_dir` itself, or `cls.from_pretrained` of the folder."
     if not isinstance(pipe_or_dir, (str, os.PathLike)): return pipe_or_dir, None
@@ -237,7 +243,20 @@ def _load_pipeline(cls, pipe_or_dir):
     if not (d / 'model_index.json').is_file(): raise DataError(f"{d}: not a saved pipeline (no model_index.json)")
     try: json.loads((d / 'model_index.json').read_text())
     except ValueError as e: raise DataError(f"{d / 'model_index.json'}: not valid JSON ({e})") from None
-    return cls.from_pretrained(str(d)), d
+    from diffusers.utils import logging as dl
+    from transformers.utils import logging as tl
+    was = [m for m in (dl, tl) if m.is_progress_bar_enabled()]
+    for m in was: m.disable_progress_bar()  # the libraries' loading bars (components, tensors); generate has its own
+    try: return cls.from_pretrained(str(d)), d
+    finally:
+        for m in was: m.enable_progress_bar()
+
+def _start_run(out: Path, args: dict, plan: list):
+    "The main process, holding the folder: remove a killed run's temporary files, store the arguments, and mark the folder incomplete while samples are missing."
+    clean_partial(out)
+    with atomic_write(out / 'generation.json', 'w') as f: json.dump(args, f, indent=1)
+    done = complete_names(out)
+    if any(s.name not in done for s in plan): mark_incomplete(out)
 
 def _run_args(method, pipe_or_dir, prompts, num, seed, batch_size, keep_raw, space, options) -> dict:
     "Everything that fixes the samples of a run (what generation.json holds)."
@@ -280,33 +299,33 @@ def generate(pipe_or_dir,                   # a method's pipeline, or the folder
              progress: bool = True,         # show a tqdm bar (main process only)
              prompts_source: str | None = None, # where the prompts came from (file or dataset spec), for dataset.json
              label_space=None,              # the masks' label space (name, LabelSpace, JSON file); None: the model's
+             wait: bool = False,            # when another run is writing into `out_dir`, wait for it (else refuse)
              **options,                     # the method's options, e.g. num_inference_steps, guidance_scale, refine_tau
             ) -> dict:                      # summary: counts, seconds, pairs/s
     "Generate `num` image+mask pairs into `out_dir` with any method; resumable, and split over the processes of `accelerator`."
-    t0 = time.perf_counter()
-    # 1. Check inputs
-    prompts, cls, out = _check_inputs(prompts, num, batch_size), method_class(method), Path(out_dir)
-    options, state = resolve_options(cls, options), accelerator or PartialState(cpu=not torch.cuda.is_available())
-    # 2. Load the model
+    # 1. Check inputs (every one, before anything is written)
+    t0, prompts, cls = time.perf_counter(), _check_inputs(prompts, num, batch_size, seed), method_class(method)
+    out, options = check_out_dir(out_dir, 'generation.json'), resolve_options(cls, options)
+    if label_space is not None: label_space = _as_space(label_space, 'label_space')  # a bad name fails before the model loads
+    state = accelerator or PartialState(cpu=not torch.cuda.is_available())
+    # 2. Load the model, and check the options against it
     pipe, model_dir = _load_pipeline(cls, pipe_or_dir)
     space = label_space_of(pipe, model_dir, label_space)
-    # 3. Agree on the arguments (every process checks, so all of them refuse together)
-    args = _run_args(method, pipe_or_dir, prompts, num, seed, batch_size, keep_raw, space, options)
-    check_args(out, args)
-    if state.is_main_process:
-        clean_partial(out)
-        with atomic_write(out / 'generation.json', 'w') as f: json.dump(args, f, indent=1)
-    state.wait_for_everyone()
-    writer = FolderWriter(out, space)  # checks the label space of a folder that already has a dataset.json
-    # 4. Plan: this process's samples, less those already complete
-    plan = plan_samples(prompts, num, seed)
-    mine = batches_for(plan, batch_size, state.process_index, state.num_processes)
-    done = complete_names(out)
-    todo = [b for b in mine if any(s.name not in done for s in b)]  # a batch is redone whole, to sample it as before
-    n_mine, n_done = sum(map(len, mine)), sum(s.name in done for b in mine for s in b)
-    # 5. Sample the missing pairs
-    return _generate_rest(pipe, todo, done, writer, _call_kwargs(cls, options, space), keep_raw, state, out, plan, args,
-                          n_mine, n_done, progress, prompts_source, t0)
+    _check_options(pipe, options)
+    args, plan = _run_args(method, pipe_or_dir, prompts, num, seed, batch_size, keep_raw, space, options), plan_samples(prompts, num, seed)
+    # 3. Hold the folder (the main process), agree on the arguments (every process, so that all refuse together)
+    with folder_lock(out, 'jodiff generate', wait) if state.is_main_process else contextlib.nullcontext():
+        check_args(out, args)
+        if state.is_main_process: _start_run(out, args, plan)
+        state.wait_for_everyone()
+        writer = FolderWriter(out, space)  # checks the label space of a folder that already has a dataset.json
+        # 4. Plan: this process's samples, less those already complete
+        mine, done = batches_for(plan, batch_size, state.process_index, state.num_processes), complete_names(out)
+        todo = [b for b in mine if any(s.name not in done for s in b)]  # a batch is redone whole, to sample it as before
+        n_mine, n_done = sum(map(len, mine)), sum(s.name in done for b in mine for s in b)
+        # 5. Sample the missing pairs; 6. the main process rebuilds the metadata
+        return _generate_rest(pipe, todo, done, writer, _call_kwargs(cls, options, space), keep_raw, state, out, plan, args,
+                              n_mine, n_done, progress, prompts_source, t0)
 
 # %% ../nbs/40_generation.ipynb #ge000009
 def _generate_rest(pipe, todo, done, writer, call_kwargs, keep_raw, state, out, plan, args, n_mine, n_done,

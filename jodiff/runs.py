@@ -4,12 +4,13 @@
 
 # %% ../nbs/06_runs.ipynb #ru000002
 from __future__ import annotations
-import contextlib, json, logging, sys, time, warnings
+import contextlib, json, logging, os, sys, tempfile, time, warnings
 from pathlib import Path
+from filelock import FileLock, Timeout
 from .core import DataError, atomic_write
 
 # %% auto #0
-__all__ = ['check_config', 'run_stage', 'RunLog']
+__all__ = ['LOCK_FILE', 'LOCK_INFO', 'check_config', 'run_stage', 'RunLog', 'folder_lock', 'check_out_dir', 'check_out_file']
 
 # %% ../nbs/06_runs.ipynb #ru000006
 def _differences(old: dict, new: dict) -> list:
@@ -84,3 +85,56 @@ class RunLog:
         warnings.showwarning = self._showwarning
         logging.getLogger('jodiff').removeHandler(self.handler); logging.getLogger('jodiff').setLevel(self._level)
         self.handler.close()
+
+# %% ../nbs/06_runs.ipynb #ru000015
+LOCK_FILE, LOCK_INFO = '.jodiff.lock', '.jodiff.lock.json'   # names a cleanup and a folder check leave alone
+
+@contextlib.contextmanager
+def folder_lock(folder,             # the run's output folder (created)
+                what: str,          # the command holding it, for the message a second writer gets
+                wait: bool = False, # wait for the current holder instead of refusing
+               ):
+    "Hold `folder`'s advisory lock for the duration; `ValueError` naming the holder if another run has it."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    lock, info = FileLock(folder / LOCK_FILE), folder / LOCK_INFO
+    try: lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        try: h = json.loads(info.read_text())
+        except (OSError, ValueError): h = {}
+        raise ValueError(f"{folder}: another run is writing here ({h.get('what', 'jodiff')}, pid {h.get('pid', '?')}, since "
+                         f"{h.get('since', '?')}); wait for it to finish, or pass --wait to start when it does") from None
+    try:
+        with atomic_write(info, 'w') as f: json.dump(dict(what=what, pid=os.getpid(), since=time.strftime('%Y-%m-%d %H:%M:%S')), f)
+        yield folder
+    finally:
+        with contextlib.suppress(OSError): info.unlink()
+        lock.release()
+
+# %% ../nbs/06_runs.ipynb #ru000018
+def check_out_dir(out,                     # the folder a command will write into
+                  marker: str | None = None, # the file that folders of this kind hold (None: any folder will do)
+                  what: str = '--out',     # how the command calls it, for messages
+                 ) -> Path:                # `out` as a Path
+    "Check, before anything is written, that `out` can be a run's output folder; `ValueError` saying why not."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise ValueError(f"{what} {out}: exists and is not a folder")
+    base = next(p for p in [out, *out.parents] if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=base): pass
+    except OSError as e: raise ValueError(f"{what} {out}: cannot write in {base} ({e.strerror})") from None
+    if marker and out.is_dir() and not (out / marker).exists():
+        foreign = sorted(e.name for e in os.scandir(out) if e.name not in (LOCK_FILE, LOCK_INFO))
+        if foreign:
+            shown = ', '.join(foreign[:3]) + (' ...' if len(foreign) > 3 else '')
+            raise ValueError(f"{what} {out}: not empty and not a folder this command wrote (no {marker}; holds {shown}); use a new or empty folder")
+    return out
+
+# %% ../nbs/06_runs.ipynb #ru00001a
+def check_out_file(out,                  # a file a command will write (e.g. metrics.json)
+                   what: str = '--out',  # how the command calls it
+                  ) -> Path:
+    "Check, before the work, that `out` can be written as a file: not a folder, in a folder that can be written."
+    out = Path(out)
+    if out.is_dir(): raise ValueError(f"{what} {out}: is a folder; give a file name, e.g. {out / 'metrics.json'}")
+    check_out_dir(out.parent, what=what)
+    return out

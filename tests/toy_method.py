@@ -1,5 +1,5 @@
 "A test-only generation method that is not JoDiffusion: seeded noise run through a diffusers scheduler, no network."
-import time
+import os, signal, time
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -29,7 +29,15 @@ class ToyPipeline(DiffusionPipeline):
 
     num_classes = 3
 
+    calls = 0
+
+    def check_options(self, num_inference_steps, size, delay, **_):
+        if num_inference_steps < 1: raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if size % 8: raise ValueError(f"size must be a multiple of 8, got {size}")
+
     def __call__(self, prompt, seeds, num_inference_steps: int = 3, size: int = 32, delay: float = 0.0, label_space=None):
+        ToyPipeline.calls += 1   # JODIFF_TOY_KILL_AT=k: the k-th call of this process kills it (tests/test_faults.py)
+        if ToyPipeline.calls == int(os.environ.get('JODIFF_TOY_KILL_AT', 0)): os.kill(os.getpid(), signal.SIGKILL)
         self.scheduler.set_timesteps(num_inference_steps)
         images, raws = [], []
         for p, s in zip(prompt, seeds):

@@ -20,11 +20,12 @@ def recipe(*, data: str = API,          # dataset: shapes (embedded) or camvid (
            steps_joint: int = None,     # joint diffusion training steps (default per preset)
            steps_avae: int = None,      # annotation VAE training steps (default per preset)
            seg_iters: int = None,       # iterations of each segmenter run (default per preset)
+           wait: bool = False,          # if another run is writing into --out, wait for it to finish (else stop at once)
           ) -> dict:
     "The whole JoDiffusion recipe at small scale: real-only segmenter, annotation VAE, joint model, synthetic set, synthetic-only segmenter, comparison."
     from jodiff.jodiffusion.recipe import run_recipe
     overrides = dict(num=num, joint_steps=steps_joint, avae_steps=steps_avae, seg_iters=seg_iters)
-    return run_recipe(data, out, scale=scale, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    return run_recipe(data, out, scale=scale, seed=seed, wait=wait, **{k: v for k, v in overrides.items() if v is not None})
 
 # %% ../../nbs/91_jodiffusion_commands.ipynb #jc000006
 def _ints(s: str) -> tuple: return tuple(int(x) for x in s.split(',') if x.strip())

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/22_pipeline.ipynb #8543e7a2
 from __future__ import annotations
+import math
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -72,11 +73,18 @@ def check_inputs(self: JoDiffusionPipeline, prompt, seeds, height, width, num_in
     if len(seeds) != len(prompt): raise ValueError(f"seeds: expected one seed per prompt ({len(prompt)}), got {len(seeds)}")
     size = self.transformer.config.sample_size * 8
     if (height, width) != (size, size): raise ValueError(f"height/width: this transformer generates {size}x{size}, got {height}x{width}")
-    if num_inference_steps < 1: raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-    if guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+    if not math.isfinite(guidance_scale) or guidance_scale < 0: raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
     if output_type not in ("np", "pil", "latent"): raise ValueError(f"output_type must be 'np', 'pil' or 'latent', got {output_type!r}")
     if refine_tau is not None and (isinstance(refine_tau, bool) or int(refine_tau) != refine_tau or refine_tau < 0):
         raise ValueError(f"refine_tau must be None or an int >= 0 (0 or None: no refinement), got {refine_tau!r}")
+
+@patch
+def check_options(self: JoDiffusionPipeline, num_inference_steps, guidance_scale, height, width, refine_tau, **_):
+    "The checks of `__call__` on its options alone (all of them, as `generate` resolves them), run before anything is written."
+    size = self.transformer.config.sample_size * 8
+    self.check_inputs(['a'], [0], height or size, width or size, num_inference_steps, guidance_scale, 'np', refine_tau)
 
 def _as_lists(prompt, seeds, num_images_per_prompt: int) -> tuple:
     "Prompts repeated per image, and one int seed per sample (an int s: s, s+1, ...; None: random)."

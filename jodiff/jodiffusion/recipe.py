@@ -13,7 +13,7 @@ from ..data import load_dataset
 from ..encoders import (CachedImageCodec, CachedTextCodec, image_codec_source, load_image_autoencoder,
                              load_text_encoder, text_codec_source)
 from ..prompts import prompts_for
-from ..runs import RunLog, check_config, run_stage
+from ..runs import RunLog, check_config, check_out_dir, folder_lock, run_stage
 from .refinement import scaled_tau
 
 # %% auto #0
@@ -97,11 +97,11 @@ class RecipeConfig(_GenerationSettings):
     @classmethod
     def preset(cls, data: str = 'shapes', scale: str = 'tiny', **overrides) -> 'RecipeConfig':
         "The preset of `data` at `scale`, with `overrides` (field names) applied."
-        if data not in DATASETS: raise ValueError(f"recipe: unknown data {data!r}; choose from {', '.join(DATASETS)}")
-        if scale not in SCALES: raise ValueError(f"recipe: unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+        if data not in DATASETS: raise ValueError(f"data: unknown dataset {data!r}; choose from {', '.join(DATASETS)}")
+        if scale not in SCALES: raise ValueError(f"scale: unknown scale {scale!r}; choose from {', '.join(SCALES)}")
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(overrides) - names)
-        if bad: raise ValueError(f"recipe: unknown setting(s) {', '.join(bad)}; known: {', '.join(sorted(names))}")
+        if bad: raise ValueError(f"unknown recipe setting(s) {', '.join(bad)}; known: {', '.join(sorted(names))}")
         return cls(**{**dict(data=data, scale=scale), **_preset(data, scale), **overrides}).check()
 
     def check(self) -> 'RecipeConfig':
@@ -334,13 +334,19 @@ def run_recipe(data: str = 'shapes',       # 'shapes' or 'camvid'
                scale: str = 'tiny',        # 'tiny' (CPU, ~20 min), 'test' (seconds), 'full' (GPU)
                seed: int = 0,              # seeds every stage
                log=None,                   # progress messages (None: print them and append them to out/run.log)
+               wait: bool = False,         # when another run is writing into `out`, wait for it (else refuse)
                **overrides,                # `RecipeConfig` fields, e.g. num=200, joint_steps=2000
               ) -> dict:                   # the summary (also in out/summary.json)
     "Run the whole recipe (or what is left of it) and write summary.json, summary.md and the figures."
     cfg = RecipeConfig.preset(data, scale, seed=seed, **overrides)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_config(out, cfg)
+    for spec in {cfg.train_spec, cfg.val_spec, cfg.joint_spec or cfg.train_spec}: load_dataset(spec)   # the data is there
+    out = check_out_dir(out, 'recipe.json')                  # ... and the folder can take the run: all before any write
+    with folder_lock(out, 'jodiff recipe', wait):
+        check_run_config(out, cfg)
+        return _run_stages(cfg, out, log)
+
+def _run_stages(cfg: RecipeConfig, out: Path, log) -> dict:
+    "The stages of `run_recipe` that are not done yet, then the summary, in a locked run folder."
     with RunLog(out / 'run.log', echo=log is None) as run_log:
         say = run_log if log is None else (lambda m: (run_log(m), log(m)))
         records = {}

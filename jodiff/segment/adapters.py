@@ -4,7 +4,7 @@
 
 # %% ../../nbs/50_segment_adapters.ipynb #sa000002
 from __future__ import annotations
-import contextlib, io, logging, os, re, time, warnings
+import contextlib, io, logging, os, random, re, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,17 +12,19 @@ from torch.utils.data import Sampler
 from tqdm import tqdm
 from mmengine.dist import get_dist_info, sync_random_seed
 from mmengine.hooks import Hook
+from mmengine.fileio import LocalBackend, register_backend
 from mmengine.registry import DefaultScope
+from mmengine.runner import IterBasedTrainLoop
 from mmcv.transforms import BaseTransform
 from mmseg.datasets import BaseSegDataset
-from mmseg.registry import DATA_SAMPLERS, DATASETS, HOOKS, TRANSFORMS
-from ..core import DataError
+from mmseg.registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, TRANSFORMS
+from ..core import DataError, atomic_write
 from ..data import load_dataset
 
 # %% auto #0
 __all__ = ['KNOWN_WARNINGS', 'KNOWN_LOG_LINES', 'trusted_torch_load', 'load_checkpoint_file', 'jodiff_source', 'JodiffDataset',
            'LoadJodiffImage', 'LoadJodiffAnnotations', 'MixSampler', 'mix_weights', 'JodiffMetaHook', 'ProgressHook',
-           'PrintsToLog', 'KnownLogLines', 'quiet_mm']
+           'AtomicLocalBackend', 'ExactResumeLoop', 'PrintsToLog', 'KnownLogLines', 'quiet_mm']
 
 # %% ../../nbs/50_segment_adapters.ipynb #98a6aebb
 def _is_under(path, roots) -> bool:
@@ -157,12 +159,15 @@ class JodiffMetaHook(Hook):
     priority = 'VERY_LOW'
     def __init__(self, meta: dict): self.meta, self.val_metrics, self.seconds_before, self.t0 = _plain(meta), None, 0.0, time.time()
     def before_train(self, runner) -> None: self.t0 = time.time()
+    rng = None  # the random state a resumed checkpoint was saved with (restored by `ExactResumeLoop`)
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if getattr(runner, '_resume', False):  # training time accumulates over resumed runs (not over fine-tuning)
             self.seconds_before = float(checkpoint.get('meta', {}).get('jodiff', {}).get('train_seconds', 0.0))
+            self.rng = checkpoint.get('meta', {}).get('jodiff_rng')
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         seconds = round(self.seconds_before + time.time() - self.t0, 1)
         checkpoint.setdefault('meta', {})['jodiff'] = dict(self.meta, train_seconds=seconds)
+        checkpoint['meta']['jodiff_rng'] = dict(numpy=np.random.get_state(), python=random.getstate(), torch=torch.get_rng_state())
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.val_metrics = {k: float(v) for k, v in (metrics or {}).items()}
 
@@ -180,6 +185,36 @@ class ProgressHook(Hook):
         if outputs and 'loss' in outputs: self.bar.set_postfix(loss=f"{outputs['loss'].item():.3f}", refresh=False)
     def after_train(self, runner) -> None:
         if self.bar is not None: self.bar.close()
+
+# %% ../../nbs/50_segment_adapters.ipynb #sa00000s
+class AtomicLocalBackend(LocalBackend):
+    "mmengine's local file backend, writing whole files or nothing (a temporary file, then a rename)."
+    def put(self, obj: bytes, filepath) -> None:
+        with atomic_write(filepath) as f: f.write(obj)
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+        with atomic_write(filepath, 'w', encoding=encoding) as f: f.write(obj)
+
+register_backend('jodiff_atomic', AtomicLocalBackend, force=True)
+
+class _RestoreAfter:
+    "A data-loader iterator that restores a saved random state right after its first `n` batches (the ones a resume skips)."
+    def __init__(self, it, n: int, rng: dict): self.it, self.n, self.rng = it, n, rng
+    def __iter__(self): return self
+    def __next__(self):
+        batch = next(self.it)
+        self.n -= 1
+        if self.n == 0 and self.rng:
+            np.random.set_state(self.rng['numpy']); random.setstate(self.rng['python']); torch.set_rng_state(self.rng['torch'])
+        return batch
+
+@LOOPS.register_module(force=True)
+class ExactResumeLoop(IterBasedTrainLoop):
+    "mmengine's `IterBasedTrainLoop`, resuming with the random state its checkpoint was saved with."
+    def run(self):
+        if self._iter > 0:
+            rng = next((h.rng for h in self.runner.hooks if isinstance(h, JodiffMetaHook)), None)
+            self.dataloader_iterator = _RestoreAfter(self.dataloader_iterator, self._iter, rng)
+        return super().run()
 
 # %% ../../nbs/50_segment_adapters.ipynb #sa000007
 KNOWN_WARNINGS = (r"``build_loss`` would be deprecated soon",   # mmseg's heads call its own deprecated builder

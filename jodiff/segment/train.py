@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_segmenters.ipynb #6dc481eb
 from __future__ import annotations
-import contextlib, json, logging, math, time, uuid
+import contextlib, json, logging, math, re, time, uuid, zipfile
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,19 +16,22 @@ from mmseg.registry import MODELS, TRANSFORMS
 from ..core import DataError, LabelSpace, atomic_write
 from ..data import load_dataset
 from ..metrics import IoUMeter, iou_table
+from ..runs import check_out_dir, check_out_file, folder_lock
 from .adapters import (JodiffMetaHook, KnownLogLines, PrintsToLog, jodiff_source, load_checkpoint_file, mix_weights, quiet_mm,
                                      trusted_torch_load)
 from .zoo import SEGMENTERS, check_model_name, register_mm_modules
 
 # %% auto #0
-__all__ = ['SETTINGS', 'pipelines', 'build_config', 'checkpoint_meta', 'resolve_checkpoint', 'check_same_space', 'check_labels',
-           'check_checkpoint', 'train_segmenter', 'load_trained', 'predict_item', 'evaluate_segmenter', 'metrics_table',
-           'predict_masks', 'spec_with', 'train_setting']
+__all__ = ['SETTINGS', 'pipelines', 'build_config', 'checkpoint_meta', 'latest_checkpoint', 'resolve_checkpoint',
+           'check_same_space', 'check_labels', 'check_checkpoint', 'train_segmenter', 'load_trained', 'predict_item',
+           'evaluate_segmenter', 'metrics_table', 'predict_masks', 'spec_with', 'train_setting']
 
 # %% ../../nbs/52_segmenters.ipynb #83f35462
 def _pair(v, what):
     "(h, w) from an int, a pair or a 'HxW' string."
-    if isinstance(v, str): v = [int(t) for t in v.lower().split('x')]
+    if isinstance(v, str):
+        try: v = [int(t) for t in v.lower().split('x')]
+        except ValueError: raise ValueError(f"{what} must be N or HxW (positive integers), got {v!r}") from None
     if isinstance(v, (int, np.integer)): v = (v, v)
     elif len(v) == 1: v = (v[0], v[0])
     v = tuple(int(t) for t in v)
@@ -64,7 +67,8 @@ def _hooks(iters: int, ckpt_interval: int, log_interval, meta: dict, progress: b
     default = dict(timer=dict(type='IterTimerHook'),
                    logger=dict(type='LoggerHook', interval=int(log_interval or max(1, min(50, iters // 10))), log_metric_by_epoch=False),
                    param_scheduler=dict(type='ParamSchedulerHook'),
-                   checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=ckpt_interval, max_keep_ckpts=2, save_last=True),
+                   checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=ckpt_interval, max_keep_ckpts=2, save_last=True,
+                                   backend_args=dict(backend='jodiff_atomic')),
                    sampler_seed=dict(type='DistSamplerSeedHook'))
     return dict(default_hooks=default, custom_hooks=[dict(type='JodiffMetaHook', meta=meta), dict(type='ProgressHook', desc=desc, disable=not progress)])
 
@@ -116,7 +120,7 @@ def build_config(model: str,              # a name in SEGMENTERS
                  scale=None,              # base (w, h) for resize; default: size of the first training image
                  mix_ratio=None,          # joint sampling: share of the first spec (float) or weights per spec
                  finetune_from=None,      # checkpoint whose weights start the run (not its optimizer or iteration)
-                 resume: bool = False,    # resume from the latest checkpoint in `work_dir`
+                 resume=False,            # resume: True (the latest checkpoint in `work_dir`) or a checkpoint path
                  seed: int = 0,           # random seed
                  val_interval: int | None = None,  # validate every this many iterations (and at the end)
                  ckpt_interval: int | None = None, # save a checkpoint every this many iterations; default iters/4
@@ -138,9 +142,9 @@ def build_config(model: str,              # a name in SEGMENTERS
         experiment_name=f"{model}_{uuid.uuid4().hex[:8]}", model=net,
         train_dataloader=dict(batch_size=int(batch_size or entry['batch']), num_workers=num_workers,
                               persistent_workers=num_workers > 0, sampler=sampler, dataset=train_set),
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=int(val_interval or iters)),
+        train_cfg=dict(type='ExactResumeLoop', max_iters=iters, val_interval=int(val_interval or iters)),
         **_optimisation(entry, lr, iters), **hooks, **_RUNTIME, randomness=dict(seed=int(seed)),
-        load_from=_str(finetune_from), resume=bool(resume),
+        load_from=_str(resume if isinstance(resume, (str, Path)) else finetune_from), resume=bool(resume),
         **_val_parts(val_spec, test_pipeline, num_workers)))
 
 # %% ../../nbs/52_segmenters.ipynb #5a8e1da6
@@ -154,13 +158,23 @@ def checkpoint_meta(path,          # checkpoint file (or a work dir: its latest 
         raise DataError(f"{path}: checkpoint has no jodiff label-space meta (not written by jodiff.segment.train_segmenter)")
     return dict(meta['jodiff'], iter=int(meta.get('iter', 0)), checkpoint=str(path))
 
-def resolve_checkpoint(path) -> Path:  # a checkpoint file, or a work dir with a `last_checkpoint` file
-    "The checkpoint file `path` names: itself, or a work dir's latest checkpoint."
+def latest_checkpoint(work_dir,  # a `train_segmenter` work dir
+                     ) -> Path | None: # its newest whole checkpoint, or None
+    "The checkpoint `last_checkpoint` names, else the highest-numbered `iter_N.pth`; a truncated file (not a whole zip) is passed over."
+    d = Path(work_dir)
+    named = (d / 'last_checkpoint').read_text().strip() if (d / 'last_checkpoint').is_file() else ''
+    number = lambda p: int(re.fullmatch(r'iter_(\d+)\.pth', p.name).group(1))
+    cands = ([Path(named)] if named else []) + sorted((p for p in d.glob('iter_*.pth') if re.fullmatch(r'iter_\d+\.pth', p.name)), key=number, reverse=True)
+    return next((c for c in cands if c.is_file() and zipfile.is_zipfile(c)), None)
+
+def resolve_checkpoint(path) -> Path:  # a checkpoint file, or a work dir
+    "The checkpoint file `path` names: itself, or a work dir's newest whole checkpoint."
     p = Path(path)
     if p.is_dir():
-        last = find_latest_checkpoint(str(p)) if (p / 'last_checkpoint').is_file() else None
-        if last is None: raise DataError(f"{p}: work dir has no checkpoint (no last_checkpoint file)")
-        p = Path(last)
+        last = latest_checkpoint(p)
+        if last is None: raise DataError(f"{p}: no whole checkpoint in this work dir (no readable iter_N.pth); "
+                                         "it is not a `jodiff segment train` work dir, or its run stopped before its first save")
+        p = last
     if not p.is_file(): raise DataError(f"{p}: checkpoint file not found")
     return p
 
@@ -229,8 +243,8 @@ def _check_train_inputs(model: str, train_specs, val_spec, iters) -> tuple:
 
 def _resume_point(work_dir: Path, resume: bool, space, model: str, finetune_from) -> tuple:
     "(checkpoint to resume from or None, iterations it has done), after checking it (or `finetune_from`) fits."
-    last = find_latest_checkpoint(str(work_dir)) if resume and (work_dir / 'last_checkpoint').is_file() else None
-    if last is not None: return last, check_checkpoint(last, space, model, 'resume')['iter']
+    last = latest_checkpoint(work_dir) if resume and work_dir.is_dir() else None
+    if last is not None: return str(last), check_checkpoint(last, space, model, 'resume')['iter']
     if finetune_from is not None: check_checkpoint(finetune_from, space, model, 'finetune_from')
     return None, 0
 
@@ -244,17 +258,23 @@ def train_segmenter(model: str,               # a name in SEGMENTERS
                     resume: bool = True,      # continue from work_dir's latest checkpoint if there is one
                     evaluate: bool = True,    # evaluate the final checkpoint on val_spec with jodiff.metrics
                     log_level: str = 'WARNING', # what mmengine prints to the terminal ('INFO': every log line too)
+                    wait: bool = False,       # when another run is training in `work_dir`, wait for it (else refuse)
                     **kwargs,                 # passed to `build_config` (crop_size, batch_size, lr, pretrained, mix_ratio, seed, progress, ...)
                    ) -> dict:                 # checkpoint, seconds, val_IoUMetric (mmseg) and metrics (jodiff)
     "Train a segmenter with MMSegmentation on jodiff dataset specs; resumable; checks every input first."
     # 1. Check inputs (all before any training)
     specs, space = _check_train_inputs(model, train_specs, val_spec, iters)
-    work_dir = Path(work_dir)
+    work_dir = check_out_dir(work_dir, what='work dir')
     last, done = _resume_point(work_dir, resume, space, model, finetune_from)
-    # 2. Config
+    # 2. Config (it checks every remaining setting, still before anything is written)
     cfg = build_config(model, space, specs, val_spec, iters, work_dir,
-                       finetune_from=None if last else finetune_from, resume=last is not None, **kwargs)
-    # 3. Train (skipped if the work dir already holds a finished run)
+                       finetune_from=None if last else finetune_from, resume=last or False, **kwargs)
+    # 3. Train (skipped if the work dir already holds a finished run); 4. Evaluate
+    with folder_lock(work_dir, 'jodiff segment train', wait):
+        return _train_and_evaluate(cfg, model, work_dir, iters, finetune_from, log_level, last, done, evaluate, val_spec)
+
+def _train_and_evaluate(cfg, model, work_dir, iters, finetune_from, log_level, last, done, evaluate, val_spec) -> dict:
+    "Steps 3 and 4 of `train_segmenter`, in its locked work dir."
     t0, val_metrics = time.time(), None
     if done < int(iters):
         register_mm_modules(model)
@@ -263,7 +283,6 @@ def train_segmenter(model: str,               # a name in SEGMENTERS
             with contextlib.redirect_stdout(PrintsToLog(runner.logger)): runner.train()   # mmengine's bare prints: to the log
         val_metrics = next((h.val_metrics for h in runner.hooks if isinstance(h, JodiffMetaHook)), None)
     seconds = time.time() - t0
-    # 4. Evaluate
     ckpt = resolve_checkpoint(work_dir)
     metrics = evaluate_segmenter(ckpt, val_spec, work_dir / 'metrics.json') if evaluate and val_spec is not None else None
     return dict(checkpoint=str(ckpt), work_dir=str(work_dir), model=model, iters=int(iters), seconds=round(seconds, 1),
@@ -297,7 +316,8 @@ def evaluate_segmenter(checkpoint,          # checkpoint file, or a work dir (it
                        device: str = 'cpu', # torch device
                       ) -> dict:            # mIoU, per_class {name: IoU}, aAcc, dataset, num_images, model, checkpoint
     "mIoU (percent) of a trained segmenter on a jodiff dataset, checked against the checkpoint's label space."
-    # 1. Check inputs
+    # 1. Check inputs (`out` too, before the work)
+    if out is not None: check_out_file(out)
     path = resolve_checkpoint(checkpoint)
     meta = checkpoint_meta(path)
     space = _space_of(meta)
