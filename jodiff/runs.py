@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib, json, logging, os, sys, tempfile, time, warnings
 from pathlib import Path
 from filelock import FileLock, Timeout
-from .core import DataError, atomic_write
+from .core import DataError, atomic_write, temp_writer
 
 # %% auto #0
 __all__ = ['LOCK_FILE', 'LOCK_INFO', 'check_config', 'run_stage', 'RunLog', 'folder_lock', 'check_out_dir', 'check_out_file']
@@ -123,7 +123,8 @@ def check_out_dir(out,                     # the folder a command will write int
         with tempfile.TemporaryFile(dir=base): pass
     except OSError as e: raise ValueError(f"{what} {out}: cannot write in {base} ({e.strerror})") from None
     if marker and out.is_dir() and not (out / marker).exists():
-        foreign = sorted(e.name for e in os.scandir(out) if e.name not in (LOCK_FILE, LOCK_INFO))
+        foreign = sorted(e.name for e in os.scandir(out) if e.name not in (LOCK_FILE, LOCK_INFO)
+                         and temp_writer(e.name) is None)   # a killed run of ours may have left only a temporary file
         if foreign:
             shown = ', '.join(foreign[:3]) + (' ...' if len(foreign) > 3 else '')
             raise ValueError(f"{what} {out}: not empty and not a folder this command wrote (no {marker}; holds {shown}); use a new or empty folder")

@@ -52,6 +52,9 @@ def test_generate_survives_kills_at_random_points(toy, tmp_path):
     "A chain of runs into one folder, each killed at a random point (mid-sample, a torn temporary file, before a rename,"
     " during the metadata), then a run without a fault: nothing lost, duplicated or corrupt; the folder is the reference."
     out, rng, kills = tmp_path / 'killed', random.Random(0), []
+    for n in (1, 2):   # killed during its first writes (the lock's record, generation.json): the folder holds only a .tmp
+        r = jodiff(*gen(toy, out, 12), fault=('torn', n))
+        assert r.returncode == -signal.SIGKILL and not (out / 'generation.json').exists(), r.stderr[-2000:]
     for point in ['sample', 'torn', 'rename', 'metadata'] * 2:
         n = rng.randint(1, 2 if point == 'metadata' else 5)
         env = dict(ENV, JODIFF_TOY_KILL_AT=str(n)) if point == 'sample' else None

@@ -51,7 +51,8 @@ def generate_stress(d, kills, rng):
                 try: load_dataset(f'folder:{out}'); raise SystemExit('an interrupted extension loaded without a word')
                 except ValueError: pass
         elif r.returncode != 0: raise SystemExit(r.stderr[-2000:])
-        assert jodiff(gen(d, out, 16)).returncode == 0               # the rerun
+        rr = jodiff(gen(d, out, 16))                                 # the rerun
+        if rr.returncode != 0: raise SystemExit(f'rerun after a kill at {point} failed: {rr.stderr[-1500:]}')
         got, want = files_of(out), files_of(ref)
         names = sorted(p.stem for p in (out / MASK_DIR).iterdir())
         yield dict(point=point, killed=r.returncode == -signal.SIGKILL, lost=len(set(f'{i:07d}' for i in range(16)) - set(names)),
