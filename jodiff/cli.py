@@ -194,15 +194,9 @@ def segment_eval(*, checkpoint: str,    # checkpoint file or work dir
                  out: str = None,       # write the metrics here as JSON
                 ) -> dict:
     "Evaluate a trained segmenter on a dataset and print the per-class table (then write it to --out)."
-    from jodiff.core import atomic_write
-    from jodiff.runs import check_out_file
     from jodiff.segment.train import evaluate_segmenter, metrics_table
-    if out is not None: check_out_file(out)           # before the work, so that its result is not lost to a bad --out
-    r = evaluate_segmenter(checkpoint, data)
-    print(metrics_table(r)); print(json.dumps({k: r[k] for k in ['mIoU', 'num_images', 'dataset', 'checkpoint']}), flush=True)
-    if out is not None:
-        with atomic_write(out, 'w') as f: json.dump(r, f, indent=1)
-    return r
+    def show(r): print(metrics_table(r)); print(json.dumps({k: r[k] for k in ['mIoU', 'num_images', 'dataset', 'checkpoint']}), flush=True)
+    return evaluate_segmenter(checkpoint, data, out, show=show)   # checks --out first, shows the metrics, then writes them
 
 # %% ../nbs/90_cli.ipynb #cl000010
 @command('segment train', api='jodiff.segment.train:train_segmenter jodiff.segment.train:build_config')

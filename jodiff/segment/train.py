@@ -314,6 +314,7 @@ def evaluate_segmenter(checkpoint,          # checkpoint file, or a work dir (it
                        data_spec: str,      # jodiff spec of the evaluation data
                        out=None,            # write the result here as JSON (e.g. metrics.json)
                        device: str = 'cpu', # torch device
+                       show=None,           # called with the result before it is written (the CLI prints it)
                       ) -> dict:            # mIoU, per_class {name: IoU}, aAcc, dataset, num_images, model, checkpoint
     "mIoU (percent) of a trained segmenter on a jodiff dataset, checked against the checkpoint's label space."
     # 1. Check inputs (`out` too, before the work)
@@ -341,9 +342,9 @@ def evaluate_segmenter(checkpoint,          # checkpoint file, or a work dir (it
               "aAcc": nan(r['aAcc']), "dataset": str(data_spec), "num_images": len(ds), "model": meta['model'],
               "checkpoint": str(path), "iter": meta['iter'], "train_specs": meta['train_specs'],
               "seconds": round(time.time() - t0, 1)}
-    # 4. Write
+    # 4. Show, then write (a failed write cannot lose what was shown)
+    if show is not None: show(result)
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(out, 'w') as f: json.dump(result, f, indent=1)
     return result
 
