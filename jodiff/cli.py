@@ -210,6 +210,7 @@ def segment_train(*, train: list,         # training data spec; repeat for joint
                   scale: str = None,      # base image scale WxH for resizing (default: the first training image's)
                   lr: float = None,       # base learning rate (default per model)
                   mix_ratio: float = None, # joint training: share of the first --train spec in each draw
+                  augment: str = None,    # training augmentation: standard (mmseg's) or light (default per model)
                   finetune_from: str = None, # start from these weights (Synthetic -> Real)
                   pretrained: str = None, # backbone checkpoint (path or URL)
                   seed: int = API,        # random seed
@@ -221,7 +222,7 @@ def segment_train(*, train: list,         # training data spec; repeat for joint
     "Train a segmenter (resumes in the same --work-dir), then print its metrics as JSON."
     from jodiff.segment.train import train_segmenter
     r = train_segmenter(model, train, val, iters, work_dir, finetune_from=finetune_from, resume=not no_resume, crop_size=crop,
-                        batch_size=batch_size, lr=lr, pretrained=pretrained, scale=scale, mix_ratio=mix_ratio, seed=seed,
+                        batch_size=batch_size, lr=lr, pretrained=pretrained, scale=scale, mix_ratio=mix_ratio, augment=augment, seed=seed,
                         num_workers=num_workers, progress=not quiet, wait=wait)
     print(json.dumps({k: r[k] for k in ['checkpoint', 'seconds', 'trained_iters']} |
                      ({'mIoU': r['metrics']['mIoU'], 'metrics': str(Path(work_dir) / 'metrics.json')} if r['metrics'] else {})))

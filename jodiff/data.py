@@ -39,8 +39,10 @@ SPEC_OPTIONS = {'n': 'take the first n items (after a seeded shuffle when `seed`
                 'size': 'shapes resolution (32..512, default 128)',
                 'seed': 'shapes: first seed within the split; other kinds: shuffle the items with this seed',
                 'level': 'shapes difficulty: hard (default) or easy (see jodiff.shapes.LEVELS)',
-                'partial': 'folder: 1 reads a folder that a run was extending when it stopped (0: refuse, the default)'}
-TEXT_OPTIONS = {'level'}   # options whose value is a name; all others are integers
+                'partial': 'folder: 1 reads a folder that a run was extending when it stopped (0: refuse, the default)',
+                'prefix': 'files: keep the items whose name starts with one of these comma-separated prefixes (e.g. a CamVid sequence)',
+                'exclude': 'files: drop the items whose name starts with one of these comma-separated prefixes'}
+TEXT_OPTIONS = {'level', 'prefix', 'exclude'}   # options whose value is a name; all others are integers
 
 @dataclass
 class DatasetSpec:
@@ -85,6 +87,9 @@ def parse_spec(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50&size=64', 'camvi
     for k in ('size', 'level'):
         if k in options and kind != 'shapes': raise DataError(f"dataset spec {spec!r}: option {k!r} only applies to shapes")
     if 'partial' in options and kind != 'folder': raise DataError(f"dataset spec {spec!r}: option 'partial' only applies to folder")
+    for k in ('prefix', 'exclude'):
+        if k in options and kind == 'shapes': raise DataError(f"dataset spec {spec!r}: option {k!r} applies to file datasets, not shapes")
+        if k in options and not all(options[k].split(',')): raise DataError(f"dataset spec {spec!r}: option {k}={options[k]!r} has an empty prefix")
     if 'level' in options and options['level'] not in LEVELS:
         raise DataError(f"dataset spec {spec!r}: unknown shapes level {options['level']!r}; known levels: {', '.join(LEVELS)}")
     if 'size' in options and not MIN_SIZE <= options['size'] <= MAX_SIZE:
@@ -421,6 +426,11 @@ def load_shapes(split: str = 'train', n: int | None = None, size: int = 128, see
 LOADERS = dict(camvid=load_camvid, voc=load_voc, coco=load_coco, ade20k=load_ade20k,
                cityscapes=load_cityscapes, folder=load_folder)
 
+def _keep(name: str, o: dict) -> bool:
+    "Whether a file item's name passes the spec's `prefix` / `exclude` options."
+    if 'prefix' in o and not name.startswith(tuple(o['prefix'].split(','))): return False
+    return not ('exclude' in o and name.startswith(tuple(o['exclude'].split(','))))
+
 def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../shared/data/camvid:val'
                  transform=None,          # callable item -> item
                 ) -> SegDataset:
@@ -432,6 +442,9 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
     else:
         extra = dict(partial=bool(o['partial'])) if 'partial' in o else {}
         ds = LOADERS[spec.kind](expand_path(spec.path), spec.split, **extra)
+        if 'prefix' in o or 'exclude' in o:
+            ds = ds.select([i for i, n in enumerate(ds.names) if _keep(n, o)])
+            if not len(ds): raise DataError(f"dataset spec {str(spec)!r}: its prefix/exclude options leave no item")
         idx = np.arange(len(ds))
         if 'seed' in o: idx = np.random.default_rng(o['seed']).permutation(len(ds))
         if 'n' in o or 'seed' in o: ds = ds.select(idx[:o.get('n', len(ds))])

@@ -33,3 +33,16 @@ def test_table1_test_scale(tmp_path):
     syn = Path(data['synthetic'][len('folder:'):])
     assert (syn / 'dataset.json').is_file() and (syn / 'captions.jsonl').is_file()
     assert len(list((syn / 'SegmentationClass').glob('*.png'))) == len(list((syn / 'JPEGImages').glob('*.jpg'))) > 0
+
+
+def test_study_reads_one_stored_record_per_lever(tmp_path):
+    "The study notebook runs without rerunning anything, and every lever it defines has its stored record (check part only)."
+    out = tmp_path / 'study.ipynb'
+    run_papermill('experiments/study.ipynb', out, work_dir=tmp_path / 'work')
+    text = out.read_text()
+    assert 'not run yet: none' in text, 'a lever of experiments/study.ipynb has no stored record'
+    records = [json.loads(l) for l in (ROOT / 'experiments/results/study/records.jsonl').read_text().splitlines()]
+    for r in records:   # each record's headline is the mean of its own per-class IoUs
+        v = [x for x in r['per_class'].values() if x is not None]   # None: a class absent from the check part
+        assert r['check_mIoU'] == pytest.approx(sum(v) / len(v), abs=0.06), r['name']
+    assert not (tmp_path / 'work').exists()                      # reading the records trains nothing

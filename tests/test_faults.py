@@ -222,7 +222,7 @@ def test_bad_generate_folders(toy, tmp_path, capsys):
 
 
 BAD_SEGMENT = [(['--iters', '0'], 'iters must be >= 1'), (['--crop', 'abc'], "crop_size must be N or HxW"),
-               (['--mix-ratio', '0.5'], 'needs exactly 2 train specs')]
+               (['--mix-ratio', '0.5'], 'needs exactly 2 train specs'), (['--augment', 'heavy'], "unknown augmentation 'heavy'")]
 
 
 @pytest.mark.parametrize('extra,msg', BAD_SEGMENT, ids=[' '.join(a) for a, _ in BAD_SEGMENT])

@@ -44,6 +44,7 @@ class _SegmenterSettings(_DataSettings):  # stages 1 and 5
     seg_lr: float | None = None           # None: the model's default
     seg_crop: int | None = None           # training crop side; None: the model's default
     seg_scale: tuple | None = None        # base (w, h) of the resize; None: size of the first training image
+    seg_augment: str | None = None        # training augmentation, a name in jodiff.segment.train.AUGMENTATIONS; None: the model's
 
 @dataclass
 class _AnnotationVAESettings(_SegmenterSettings):  # stage 2
@@ -116,6 +117,9 @@ class RecipeConfig(_GenerationSettings):
         if not 0 < self.avae_hard_fraction <= 1: raise ValueError(f"avae_hard_fraction must be in (0, 1], got {self.avae_hard_fraction}")
         if self.guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if (self.resolution // 8) % self.joint_patch: raise ValueError(f"joint_patch {self.joint_patch} must divide the latent side {self.resolution // 8}")
+        if self.seg_augment is not None:
+            from jodiff.segment.train import check_augment
+            check_augment(self.seg_augment)
         return self
 
     def to_dict(self) -> dict:
@@ -129,7 +133,8 @@ WIDE_AVAE = dict(avae_channels=(128, 256, 512), avae_layers=2, avae_norm_groups=
 
 def _shapes_preset(scale: str) -> dict:
     "The `shapes` presets: fields of `RecipeConfig` that differ from its defaults."
-    if scale == 'tiny': return {}   # the dataclass defaults are the tuned CPU preset
+    if scale == 'tiny': return dict(  # the dataclass defaults, with the budget moved to the segmenters (experiments/study.ipynb)
+        seg_iters=3000, seg_lr=8e-3, seg_augment='light', avae_steps=1000, text_length=20, joint_steps=1200)
     if scale == 'test': return dict(
         train_spec='shapes:train?n=16&size=32', val_spec='shapes:val?n=6&size=32', resolution=32,
         seg_iters=4, seg_batch_size=2, seg_crop=32, avae_steps=4, avae_batch_size=2, avae_crop=32, avae_channels=(8, 8, 16),
@@ -174,7 +179,7 @@ _log = logging.getLogger('jodiff.recipe')
 
 def _seg_kwargs(cfg: RecipeConfig) -> dict:
     kw = dict(batch_size=cfg.seg_batch_size, lr=cfg.seg_lr, crop_size=cfg.seg_crop, seed=cfg.seed,
-              scale=tuple(cfg.seg_scale) if cfg.seg_scale else None, log_interval=max(1, cfg.seg_iters // 5))
+              scale=tuple(cfg.seg_scale) if cfg.seg_scale else None, augment=cfg.seg_augment, log_interval=max(1, cfg.seg_iters // 5))
     return {k: v for k, v in kw.items() if v is not None}
 
 def _seg_record(r: dict) -> dict:

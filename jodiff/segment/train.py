@@ -22,9 +22,10 @@ from .adapters import (JodiffMetaHook, KnownLogLines, PrintsToLog, jodiff_source
 from .zoo import SEGMENTERS, check_model_name, register_mm_modules
 
 # %% auto #0
-__all__ = ['SETTINGS', 'pipelines', 'build_config', 'checkpoint_meta', 'latest_checkpoint', 'resolve_checkpoint',
-           'check_same_space', 'check_labels', 'check_checkpoint', 'train_segmenter', 'load_trained', 'predict_item',
-           'evaluate_segmenter', 'metrics_table', 'predict_masks', 'spec_with', 'train_setting']
+__all__ = ['AUGMENTATIONS', 'SETTINGS', 'check_augment', 'pipelines', 'build_config', 'checkpoint_meta', 'latest_checkpoint',
+           'resolve_checkpoint', 'check_same_space', 'check_labels', 'check_checkpoint', 'train_segmenter',
+           'load_trained', 'predict_item', 'evaluate_segmenter', 'metrics_table', 'predict_masks', 'spec_with',
+           'train_setting']
 
 # %% ../../nbs/52_segmenters.ipynb #83f35462
 def _pair(v, what):
@@ -43,12 +44,24 @@ def _first_image_scale(spec):
     return (int(img.shape[1]), int(img.shape[0]))  # (w, h), mmcv's scale order
 
 # %% ../../nbs/52_segmenters.ipynb #sg000001
-def pipelines(crop_size, scale) -> tuple:  # (h, w) of the training crop; (w, h) base scale
-    "mmseg's standard train and test pipelines over jodiff items."
+AUGMENTATIONS = {  # name -> training augmentation: range of the random rescale, and mmseg's colour jitter on or off
+    'standard': dict(ratio_range=(0.5, 2.0), photometric=True),  # mmseg's configs for VOC, ADE20K, Cityscapes
+    'light': dict(ratio_range=(0.8, 1.25), photometric=False),   # minutes-long CPU runs (measured in experiments/study.ipynb)
+}
+
+def check_augment(name: str) -> dict:
+    "The `AUGMENTATIONS` entry `name`, or a `ValueError` listing the known ones."
+    if name not in AUGMENTATIONS: raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
+
+def pipelines(crop_size, scale,           # (h, w) of the training crop; (w, h) base scale
+              augment: str = 'standard'): # a name in AUGMENTATIONS
+    "mmseg's train and test pipelines over jodiff items."
+    a = check_augment(augment)
     train = [dict(type='LoadJodiffImage'), dict(type='LoadJodiffAnnotations'),
-             dict(type='RandomResize', scale=tuple(scale), ratio_range=(0.5, 2.0), keep_ratio=True),
-             dict(type='RandomCrop', crop_size=tuple(crop_size), cat_max_ratio=0.75),
-             dict(type='RandomFlip', prob=0.5), dict(type='PhotoMetricDistortion'), dict(type='PackSegInputs')]
+             dict(type='RandomResize', scale=tuple(scale), ratio_range=a['ratio_range'], keep_ratio=True),
+             dict(type='RandomCrop', crop_size=tuple(crop_size), cat_max_ratio=0.75), dict(type='RandomFlip', prob=0.5),
+             *([dict(type='PhotoMetricDistortion')] if a['photometric'] else []), dict(type='PackSegInputs')]
     test = [dict(type='LoadJodiffImage'), dict(type='Resize', scale=tuple(scale), keep_ratio=True),
             dict(type='LoadJodiffAnnotations'), dict(type='PackSegInputs')]
     return train, test
@@ -119,6 +132,7 @@ def build_config(model: str,              # a name in SEGMENTERS
                  lr: float | None = None, # base learning rate; default per model
                  scale=None,              # base (w, h) for resize; default: size of the first training image
                  mix_ratio=None,          # joint sampling: share of the first spec (float) or weights per spec
+                 augment: str | None = None, # a name in AUGMENTATIONS; default per model
                  finetune_from=None,      # checkpoint whose weights start the run (not its optimizer or iteration)
                  resume=False,            # resume: True (the latest checkpoint in `work_dir`) or a checkpoint path
                  seed: int = 0,           # random seed
@@ -130,11 +144,12 @@ def build_config(model: str,              # a name in SEGMENTERS
                 ) -> Config:
     "The mmengine `Config` that trains `model` on `train_specs` with MMSegmentation."
     entry, specs, iters, crop, scale = _config_inputs(model, train_specs, iters, crop_size, scale)
-    train_pipeline, test_pipeline = pipelines(crop, scale)
+    augment = augment or entry.get('augment', 'standard')
+    train_pipeline, test_pipeline = pipelines(crop, scale, augment)
     net = entry['model'](space.num_classes, pretrained)
     net['data_preprocessor']['size'] = crop                                    # pad training crops to crop_size
     train_set, sampler, weights = _train_data(specs, train_pipeline, mix_ratio)
-    meta = dict(model=model, space=space.to_dict(), train_specs=specs, val_spec=val_spec, crop_size=crop, scale=scale, iters=iters,
+    meta = dict(model=model, space=space.to_dict(), train_specs=specs, val_spec=val_spec, crop_size=crop, scale=scale, augment=augment, iters=iters,
                 mix_ratio=weights, pretrained=_str(pretrained), finetune_from=_str(finetune_from), model_cfg=net, test_pipeline=test_pipeline)
     hooks = _hooks(iters, int(ckpt_interval or max(1, math.ceil(iters / 4))), log_interval, meta, progress, Path(work_dir).name)
     return Config(dict(
