@@ -107,7 +107,8 @@ def test_two_writers_one_folder(toy, tmp_path):
 
 def test_ctrl_c_exits_130_with_one_line(toy, tmp_path):
     p = subprocess.Popen([sys.executable, str(HERE / 'faulty.py'), 'none', '0', *map(str, gen(toy, tmp_path / 'int', 12, '--delay', '0.5'))],
-                         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a suite run in the background ignores SIGINT
     t0 = time.time()
     while not list((tmp_path / 'int' / MASK_DIR).glob('*.png')) if (tmp_path / 'int' / MASK_DIR).is_dir() else True:
         assert time.time() - t0 < 60 and p.poll() is None
