@@ -210,7 +210,7 @@ def segment_train(*, train: list,         # training data spec; repeat for joint
                   scale: str = None,      # base image scale WxH for resizing (default: the first training image's)
                   lr: float = None,       # base learning rate (default per model)
                   mix_ratio: float = None, # joint training: share of the first --train spec in each draw
-                  augment: str = None,    # training augmentation: standard (mmseg's) or light (default per model)
+                  augment: str = API,     # training augmentation: standard (mmseg's) or light
                   finetune_from: str = None, # start from these weights (Synthetic -> Real)
                   pretrained: str = None, # backbone checkpoint (path or URL)
                   seed: int = API,        # random seed

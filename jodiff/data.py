@@ -426,11 +426,6 @@ def load_shapes(split: str = 'train', n: int | None = None, size: int = 128, see
 LOADERS = dict(camvid=load_camvid, voc=load_voc, coco=load_coco, ade20k=load_ade20k,
                cityscapes=load_cityscapes, folder=load_folder)
 
-def _keep(name: str, o: dict) -> bool:
-    "Whether a file item's name passes the spec's `prefix` / `exclude` options."
-    if 'prefix' in o and not name.startswith(tuple(o['prefix'].split(','))): return False
-    return not ('exclude' in o and name.startswith(tuple(o['exclude'].split(','))))
-
 def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../shared/data/camvid:val'
                  transform=None,          # callable item -> item
                 ) -> SegDataset:
@@ -443,7 +438,8 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
         extra = dict(partial=bool(o['partial'])) if 'partial' in o else {}
         ds = LOADERS[spec.kind](expand_path(spec.path), spec.split, **extra)
         if 'prefix' in o or 'exclude' in o:
-            ds = ds.select([i for i, n in enumerate(ds.names) if _keep(n, o)])
+            keep, drop = (tuple(o[k].split(',')) if k in o else None for k in ('prefix', 'exclude'))
+            ds = ds.select([i for i, n in enumerate(ds.names) if (keep is None or n.startswith(keep)) and not (drop and n.startswith(drop))])
             if not len(ds): raise DataError(f"dataset spec {str(spec)!r}: its prefix/exclude options leave no item")
         idx = np.arange(len(ds))
         if 'seed' in o: idx = np.random.default_rng(o['seed']).permutation(len(ds))

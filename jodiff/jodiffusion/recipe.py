@@ -44,7 +44,7 @@ class _SegmenterSettings(_DataSettings):  # stages 1 and 5
     seg_lr: float | None = None           # None: the model's default
     seg_crop: int | None = None           # training crop side; None: the model's default
     seg_scale: tuple | None = None        # base (w, h) of the resize; None: size of the first training image
-    seg_augment: str | None = None        # training augmentation, a name in jodiff.segment.train.AUGMENTATIONS; None: the model's
+    seg_augment: str | None = None        # training augmentation, a name in jodiff.segment.train.AUGMENTATIONS; None: standard
 
 @dataclass
 class _AnnotationVAESettings(_SegmenterSettings):  # stage 2

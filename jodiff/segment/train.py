@@ -132,7 +132,7 @@ def build_config(model: str,              # a name in SEGMENTERS
                  lr: float | None = None, # base learning rate; default per model
                  scale=None,              # base (w, h) for resize; default: size of the first training image
                  mix_ratio=None,          # joint sampling: share of the first spec (float) or weights per spec
-                 augment: str | None = None, # a name in AUGMENTATIONS; default per model
+                 augment: str = 'standard', # a name in AUGMENTATIONS
                  finetune_from=None,      # checkpoint whose weights start the run (not its optimizer or iteration)
                  resume=False,            # resume: True (the latest checkpoint in `work_dir`) or a checkpoint path
                  seed: int = 0,           # random seed
@@ -144,7 +144,6 @@ def build_config(model: str,              # a name in SEGMENTERS
                 ) -> Config:
     "The mmengine `Config` that trains `model` on `train_specs` with MMSegmentation."
     entry, specs, iters, crop, scale = _config_inputs(model, train_specs, iters, crop_size, scale)
-    augment = augment or entry.get('augment', 'standard')
     train_pipeline, test_pipeline = pipelines(crop, scale, augment)
     net = entry['model'](space.num_classes, pretrained)
     net['data_preprocessor']['size'] = crop                                    # pad training crops to crop_size
