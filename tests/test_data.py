@@ -9,6 +9,7 @@ from jodiff.core import DataError, LabelSpace, get_label_space
 from jodiff.data import (parse_spec, DatasetSpec, load_dataset, FolderWriter, Resize, RandomCrop, RandomFlip, Compose,
                          class_frequencies, read_jsonl)
 from jodiff.shapes import render_scene, SPLIT_OFFSETS, SPLIT_SIZE, CLASSES
+from fake_layouts import rgb, save_rgb, save_ids, ids
 
 PRESET_K = dict(voc=21, coco=81, ade20k=150, cityscapes=19)
 
@@ -34,22 +35,6 @@ def shared():
     if not (root / 'data' / 'camvid' / 'train.txt').is_file():
         pytest.skip(f"real CamVid not found at {root / 'data' / 'camvid'} (set JODIFF_SHARED to the shared folder)")
     return root
-
-def rgb(h, w, seed=0): return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-def save_rgb(path, h=6, w=8, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb(h, w, seed)).save(path)
-
-def save_ids(path, ids, palette=False):
-    "A mask PNG holding exactly the raw values `ids` (grey, or palette mode like VOC's SegmentationClass)."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(np.asarray(ids, np.uint8))
-    if palette: im.putpalette(list(np.random.default_rng(1).integers(0, 256, 768)))
-    im.save(path)
-
-def ids(h=6, w=8, values=(0, 1, 2, 255), seed=0):
-    return np.random.default_rng(seed).choice(np.asarray(values, np.uint8), (h, w))
 
 # ---------------------------------------------------------------- specs
 def test_parse_spec():

@@ -2,15 +2,17 @@
 import csv, json, math, os, subprocess, sys
 import pytest
 from pathlib import Path
+from fake_layouts import make_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 
-def run_papermill(nb, out_nb, **params):
+def run_papermill(nb, out_nb, expect_ok=True, **params):
     args = [sys.executable, '-m', 'papermill', str(ROOT / nb), str(out_nb), '--cwd', str(ROOT), '--no-progress-bar']
     for k, v in params.items(): args += ['-p', k, str(v)]
     env = dict(os.environ, HF_HUB_OFFLINE='1', MPLBACKEND='Agg', OMP_NUM_THREADS='1')
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
-    assert r.returncode == 0, f"papermill {nb} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    if expect_ok: assert r.returncode == 0, f"papermill {nb} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
 
 def test_table1_test_scale(tmp_path):
     run_papermill('experiments/table1.ipynb', tmp_path / 'out.ipynb', dataset='shapes', scale='test', output_dir=tmp_path, work_dir=tmp_path / 'work')
@@ -33,6 +35,20 @@ def test_table1_test_scale(tmp_path):
     syn = Path(data['synthetic'][len('folder:'):])
     assert (syn / 'dataset.json').is_file() and (syn / 'captions.jsonl').is_file()
     assert len(list((syn / 'SegmentationClass').glob('*.png'))) == len(list((syn / 'JPEGImages').glob('*.jpg'))) > 0
+
+
+def test_table1_voc_needs_its_root_then_runs_on_a_fake_one(tmp_path):
+    "The user's own command, `-p dataset voc`: without a data root one line says what is missing; with a (fake) VOC root it writes the table."
+    r = run_papermill('experiments/table1.ipynb', tmp_path / 'no-root.ipynb', expect_ok=False, dataset='voc', output_dir=tmp_path, work_dir=tmp_path / 'w')
+    assert r.returncode != 0
+    assert 'ValueError: recipe: --data voc needs --data-root: the folder of VOCdevkit/VOC2012' in r.stdout + r.stderr
+    root = make_layout('voc', tmp_path / 'data')
+    run_papermill('experiments/table1.ipynb', tmp_path / 'voc.ipynb', dataset='voc', data_root=root, scale='test', settings='real,syn',
+                  output_dir=tmp_path, work_dir=tmp_path / 'work')
+    rows = list(csv.reader((tmp_path / 'voc-test-seed0' / 'table1.csv').open()))
+    assert [r[0] for r in rows[1:]] == ['Real', 'Synthetic'] and all(0 <= float(r[1]) <= 100 for r in rows[1:])
+    data = json.loads((tmp_path / 'voc-test-seed0' / 'table1.json').read_text())
+    assert len(data['per_class']['deeplabv3-r18-tiny/real']) == 21
 
 
 def test_study_reads_one_stored_record_per_lever(tmp_path):

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from jodiff.core import read_mask
+from jodiff.core import DataError, get_label_space, read_mask
 from jodiff.data import load_dataset, shared_dir
 from jodiff.jodiffusion.recipe import STAGES, RecipeConfig, run_recipe
 from jodiff.jodiffusion.refinement import scaled_tau
+from fake_layouts import make_layout
 
 torch.set_num_threads(1)
 QUIET = lambda m: None
@@ -140,3 +141,24 @@ def test_avae_settings_reach_training(first_run, tmp_path):
     tr = json.loads((tmp_path / 'joint' / 'transformer' / 'config.json').read_text())
     assert tr['mask_channels'] == 8
     with pytest.raises(ValueError, match='avae_hard_fraction'): RecipeConfig.preset('shapes', 'test', avae_hard_fraction=2.0)
+
+
+# ---------------------------------------------------------------- the seed papers' datasets
+@pytest.mark.parametrize('kind', ['voc', 'coco', 'ade20k', 'cityscapes'])
+def test_paper_dataset_at_test_scale(tmp_path, kind):
+    "VOC, COCO, ADE20K and Cityscapes reach every stage: a small fake on-disk layout, tiny models, the code path of `full`."
+    root = make_layout(kind, tmp_path / 'data')
+    s = run_recipe(kind, tmp_path / 'run', scale='test', data_root=str(root), log=QUIET)
+    assert (s['data'], s['config']['data_root'], s['num_real_train'], s['num_pairs']) == (kind, str(root), 6, 4)
+    assert list(s['per_class']['real']) == get_label_space(kind).names
+    assert (tmp_path / 'run' / 'synthetic' / 'dataset.json').is_file()
+
+
+def test_paper_dataset_root_is_checked_first(tmp_path):
+    with pytest.raises(ValueError, match=r'voc needs --data-root: the folder of VOCdevkit/VOC2012'):
+        run_recipe('voc', tmp_path / 'run', scale='test', log=QUIET)
+    with pytest.raises(DataError, match=r'images/training: ADE20K images directory not found; --data-root .* should be ADEChallengeData2016'):
+        run_recipe('ade20k', tmp_path / 'run', scale='test', data_root=str(tmp_path), log=QUIET)
+    with pytest.raises(ValueError, match=r'cityscapes has the scales test and full'):
+        run_recipe('cityscapes', tmp_path / 'run', scale='small', data_root=str(tmp_path), log=QUIET)
+    assert not (tmp_path / 'run').exists()                       # refused before anything is written

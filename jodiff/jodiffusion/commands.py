@@ -11,21 +11,30 @@ from ..cli import API, command
 __all__ = ['recipe', 'avae', 'joint', 'bench_refine']
 
 # %% ../../nbs/91_jodiffusion_commands.ipynb #jc000005
+def _size(s: str):
+    "Pixels: a side N (square), or HEIGHTxWIDTH such as 72x96."
+    parts = [int(x) for x in s.lower().split('x')]
+    if len(parts) not in (1, 2): raise ValueError(s)
+    return parts[0] if len(parts) == 1 else tuple(parts)
+_size.__name__ = 'size'   # argparse names it in its error: "invalid size value: '72x9x6'"
+
 @command('recipe', api='jodiff.jodiffusion.recipe:run_recipe')
-def recipe(*, data: str = API,          # dataset: shapes (embedded) or camvid (shared/data/camvid)
+def recipe(*, data: str = API,          # dataset: shapes (embedded), camvid (shared/data/camvid), voc, coco, ade20k or cityscapes (with --data-root)
            out: str = API,              # run folder; rerunning with the same settings skips finished stages
-           scale: str = API,            # tiny: CPU ~20 min; test: seconds; full: GPU
+           data_root: str = None,       # the dataset's folder, e.g. /data/VOCdevkit/VOC2012 (required for voc, coco, ade20k, cityscapes)
+           scale: str = API,            # tiny: CPU ~20 min; small: CPU <= 60 min; test: seconds; full: GPU
            seed: int = API,             # seeds every stage
            num: int = None,             # number of synthetic pairs (default per preset)
            steps_joint: int = None,     # joint diffusion training steps (default per preset)
            steps_avae: int = None,      # annotation VAE training steps (default per preset)
            seg_iters: int = None,       # iterations of each segmenter run (default per preset)
+           resolution: _size = None,    # generated images: side N or HEIGHTxWIDTH, e.g. 72x96 (default per preset)
            wait: bool = False,          # if another run is writing into --out, wait for it to finish (else stop at once)
           ) -> dict:
     "The whole JoDiffusion recipe at small scale: real-only segmenter, annotation VAE, joint model, synthetic set, synthetic-only segmenter, comparison."
     from jodiff.jodiffusion.recipe import run_recipe
-    overrides = dict(num=num, joint_steps=steps_joint, avae_steps=steps_avae, seg_iters=seg_iters)
-    return run_recipe(data, out, scale=scale, seed=seed, wait=wait, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = dict(num=num, joint_steps=steps_joint, avae_steps=steps_avae, seg_iters=seg_iters, resolution=resolution)
+    return run_recipe(data, out, scale=scale, seed=seed, data_root=data_root, wait=wait, **{k: v for k, v in overrides.items() if v is not None})
 
 # %% ../../nbs/91_jodiffusion_commands.ipynb #jc000006
 def _ints(s: str) -> tuple: return tuple(int(x) for x in s.split(',') if x.strip())
@@ -70,7 +79,7 @@ def joint(*, dataset: str = API,        # training data spec (images, masks, cap
           steps: int = API,             # optimisation steps
           batch_size: int = API,        # pairs per step and process
           lr: float = API,              # learning rate
-          resolution: int = API,        # image side (multiple of 8)
+          resolution: _size = API,      # image side N or HEIGHTxWIDTH, e.g. 72x96 (multiples of 8)
           cond_drop: float = API,       # caption dropout for classifier-free guidance
           seed: int = API,              # seeds model, batches and noise
           checkpoint_every: int = API,  # steps between resumable checkpoints (0: only at the end)

@@ -11,7 +11,7 @@ import torch
 from torch import nn, Tensor
 from diffusers import ModelMixin, ConfigMixin
 from diffusers.configuration_utils import register_to_config
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_2d_sincos_pos_embed
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
 with warnings.catch_warnings():   # diffusers flags its whole `deprecated` sub-package; the U-ViT blocks are what we use
@@ -19,8 +19,8 @@ with warnings.catch_warnings():   # diffusers flags its whole `deprecated` sub-p
     from diffusers.pipelines.deprecated.unidiffuser.modeling_uvit import PatchEmbed, UTransformer2DModel, UniDiffuserModel
 
 # %% auto #0
-__all__ = ['JointTransformerOutput', 'token_layout', 'JointDiffusionTransformer', 'tiny_joint_transformer', 'tiny_unidiffuser',
-           'mask_latent_channels', 'mask_vae_scale']
+__all__ = ['JointTransformerOutput', 'latent_hw', 'token_layout', 'JointDiffusionTransformer', 'tiny_joint_transformer',
+           'tiny_unidiffuser', 'mask_latent_channels', 'mask_vae_scale']
 
 # %% ../../nbs/20_joint_model.ipynb #83da1225
 @dataclass
@@ -29,15 +29,20 @@ class JointTransformerOutput(BaseOutput):
     image_sample: Tensor  # (B,C,h,w)
     mask_sample: Tensor   # (B,Cm,h,w)
 
-def _unpatchify(x: Tensor, p: int, c: int) -> Tensor:
-    "(B, h*w, p*p*c) tokens -> (B, c, h*p, w*p) (square grids)."
-    h = w = int(x.shape[1] ** 0.5)
+def latent_hw(config) -> tuple:  # a `JointDiffusionTransformer` config (or anything with `sample_size`)
+    "(height, width) of the latent grid: `sample_size` is one side (square) or [height, width]."
+    s = config.sample_size
+    return (int(s), int(s)) if isinstance(s, (int, float)) else (int(s[0]), int(s[1]))
+
+def _unpatchify(x: Tensor, p: int, c: int, h: int, w: int) -> Tensor:
+    "(B, h*w, p*p*c) tokens of an h x w patch grid -> (B, c, h*p, w*p)."
     x = x.reshape(-1, h, w, p, p, c)
     return torch.einsum("nhwpqc->nchpwq", x).reshape(-1, c, h * p, w * p)
 
 def token_layout(config) -> dict:  # a `JointDiffusionTransformer` config (or anything with its fields)
     "Where each kind of token sits in the sequence: name -> slice."
-    L, n = config.num_text_tokens, (config.sample_size // config.patch_size) ** 2
+    h, w = latent_hw(config)
+    L, n = config.num_text_tokens, (h // config.patch_size) * (w // config.patch_size)
     ends = dict(t_image=1, t_text=2, text=2 + L, image=2 + L + n, mask=2 + L + 2 * n)
     starts = [0] + list(ends.values())[:-1]
     return {k: slice(s, e) for (k, e), s in zip(ends.items(), starts)}
@@ -48,9 +53,13 @@ def _add_token_embeddings(m, D: int):
     c = m.config
     m.pre_text = nn.Linear(c.text_dim, c.inner_text_dim) if c.inner_text_dim else nn.Identity()
     m.text_in = nn.Linear(c.inner_text_dim or c.text_dim, D)
-    pe = lambda ch: PatchEmbed(height=c.sample_size, width=c.sample_size, patch_size=c.patch_size, in_channels=ch,
+    h, w = latent_hw(c)
+    pe = lambda ch: PatchEmbed(height=h, width=w, patch_size=c.patch_size, in_channels=ch,
                                embed_dim=D, use_pos_embed=c.patch_pos_embed)
     m.img_in, m.mask_in = pe(c.in_channels), pe(c.mask_channels)
+    if c.patch_pos_embed and h != w:   # diffusers' U-ViT PatchEmbed draws a square sin-cos grid: lay it out h x w
+        grid = torch.as_tensor(get_2d_sincos_pos_embed(D, (h // c.patch_size, w // c.patch_size)), dtype=torch.float32)
+        for e in (m.img_in, m.mask_in): e.register_buffer("pos_embed", grid[None], persistent=False)
     ts = lambda: Timesteps(D, flip_sin_to_cos=True, downscale_freq_shift=0)
     te = lambda: TimestepEmbedding(D, 4 * D, out_dim=D) if c.use_timestep_embedding else nn.Identity()
     m.timestep_img_proj, m.timestep_img_embed = ts(), te()
@@ -65,7 +74,7 @@ def _add_body_and_heads(m, D: int):
     c = m.config
     m.transformer = UTransformer2DModel(
         num_attention_heads=c.num_attention_heads, attention_head_dim=c.attention_head_dim, in_channels=c.in_channels,
-        out_channels=c.in_channels, num_layers=c.num_layers, dropout=c.dropout, sample_size=c.sample_size,
+        out_channels=c.in_channels, num_layers=c.num_layers, dropout=c.dropout, sample_size=latent_hw(c)[0],
         patch_size=c.patch_size, activation_fn=c.activation_fn, block_type="unidiffuser", pre_layer_norm=c.pre_layer_norm,
         use_patch_pos_embed=False, ff_final_dropout=c.ff_final_dropout)
     m.transformer.pos_embed.requires_grad_(False)  # the body's own patch embedding is unused (we embed outside)
@@ -77,7 +86,7 @@ class JointDiffusionTransformer(ModelMixin, ConfigMixin):
     "U-ViT over [t, t_text, text, image patches, mask patches] predicting the image and mask noise."
     @register_to_config
     def __init__(self,
-                 sample_size: int = 8,            # latent height = width
+                 sample_size: int | list = 8,     # latent side (square), or [height, width]
                  in_channels: int = 4,            # image latent channels
                  mask_channels: int = 4,          # mask latent channels
                  patch_size: int = 2,             # latent pixels per patch side
@@ -96,9 +105,10 @@ class JointDiffusionTransformer(ModelMixin, ConfigMixin):
                  mask_scale: float = 1.0,         # extra factor on annotation-VAE latents
                  patch_pos_embed: bool = False):  # add fixed 2D sin-cos positions to image and mask patches (one grid for both)
         super().__init__()
-        if sample_size % patch_size: raise ValueError(f"sample_size {sample_size} must be a multiple of patch_size {patch_size}")
+        h, w = latent_hw(self.config)
+        if h % patch_size or w % patch_size: raise ValueError(f"sample_size {sample_size} must be a multiple of patch_size {patch_size}")
         D = num_attention_heads * attention_head_dim
-        self.inner_dim, self.num_patches = D, (sample_size // patch_size) ** 2
+        self.inner_dim, self.num_patches = D, (h // patch_size) * (w // patch_size)
         _add_token_embeddings(self, D)
         _add_body_and_heads(self, D)
 
@@ -110,7 +120,7 @@ class JointDiffusionTransformer(ModelMixin, ConfigMixin):
 # %% ../../nbs/20_joint_model.ipynb #jm000005
 def _check_forward_inputs(cfg, image_latents, mask_latents, encoder_hidden_states):
     "`ValueError` naming the expected and given shapes."
-    want = (cfg.sample_size, cfg.sample_size)
+    want = latent_hw(cfg)
     if tuple(image_latents.shape[1:]) != (cfg.in_channels, *want) or tuple(mask_latents.shape[1:]) != (cfg.mask_channels, *want):
         raise ValueError(f"expected image latents (B,{cfg.in_channels},{want[0]},{want[1]}) and mask latents (B,{cfg.mask_channels},{want[0]},{want[1]}), "
                          f"got {tuple(image_latents.shape)} and {tuple(mask_latents.shape)}")
@@ -135,8 +145,9 @@ def forward(self: JointDiffusionTransformer,
     h = torch.cat([t_img, t_txt, txt, img, msk], 1) + torch.cat([self.pos_embed, self.mask_pos_embed], 1)
     h = self.transformer(self.pos_embed_drop(h), return_dict=False, hidden_states_is_embedding=True, unpatchify=False)[0]
     at, p = token_layout(cfg), cfg.patch_size
-    img_out = _unpatchify(self.img_out(h[:, at['image']]), p, cfg.in_channels)
-    mask_out = _unpatchify(self.mask_out(h[:, at['mask']]), p, cfg.mask_channels)
+    gh, gw = (s // p for s in latent_hw(cfg))
+    img_out = _unpatchify(self.img_out(h[:, at['image']]), p, cfg.in_channels, gh, gw)
+    mask_out = _unpatchify(self.mask_out(h[:, at['mask']]), p, cfg.mask_channels, gh, gw)
     return JointTransformerOutput(img_out, mask_out) if return_dict else (img_out, mask_out)
 
 # %% ../../nbs/20_joint_model.ipynb #627ee81d

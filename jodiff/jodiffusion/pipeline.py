@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from ..core import LabelSpace, get_label_space
 from ..encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 from .annotation_vae import AnnotationVAE, tiny_annotation_vae  # imported so that `from_pretrained` finds every component class
-from .joint_model import JointDiffusionTransformer, tiny_joint_transformer, mask_vae_scale, mask_latent_channels
+from .joint_model import JointDiffusionTransformer, tiny_joint_transformer, mask_vae_scale, mask_latent_channels, latent_hw
 from .refinement import refine_mask
 
 # %% auto #0
@@ -71,8 +71,8 @@ def check_inputs(self: JoDiffusionPipeline, prompt, seeds, height, width, num_in
     if not isinstance(prompt, list) or not prompt or not all(isinstance(p, str) for p in prompt):
         raise ValueError(f"prompt: expected a string or a non-empty list of strings, got {prompt!r}")
     if len(seeds) != len(prompt): raise ValueError(f"seeds: expected one seed per prompt ({len(prompt)}), got {len(seeds)}")
-    size = self.transformer.config.sample_size * 8
-    if (height, width) != (size, size): raise ValueError(f"height/width: this transformer generates {size}x{size}, got {height}x{width}")
+    H, W = (8 * s for s in latent_hw(self.transformer.config))
+    if (height, width) != (H, W): raise ValueError(f"height/width: this transformer generates {H}x{W}, got {height}x{width}")
     if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
     if not math.isfinite(guidance_scale) or guidance_scale < 0: raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
@@ -83,8 +83,8 @@ def check_inputs(self: JoDiffusionPipeline, prompt, seeds, height, width, num_in
 @patch
 def check_options(self: JoDiffusionPipeline, num_inference_steps, guidance_scale, height, width, refine_tau, **_):
     "The checks of `__call__` on its options alone (all of them, as `generate` resolves them), run before anything is written."
-    size = self.transformer.config.sample_size * 8
-    self.check_inputs(['a'], [0], height or size, width or size, num_inference_steps, guidance_scale, 'np', refine_tau)
+    H, W = (8 * s for s in latent_hw(self.transformer.config))
+    self.check_inputs(['a'], [0], height or H, width or W, num_inference_steps, guidance_scale, 'np', refine_tau)
 
 def _as_lists(prompt, seeds, num_images_per_prompt: int) -> tuple:
     "Prompts repeated per image, and one int seed per sample (an int s: s, s+1, ...; None: random)."
@@ -106,8 +106,8 @@ def _encode_prompt(self: JoDiffusionPipeline, prompt: list, do_cfg: bool, device
 def _initial_latents(self: JoDiffusionPipeline, seeds: list, device):
     "One joint (image, mask) noise draw per sample from its own seed, scaled for the scheduler."
     cfg = self.transformer.config
-    C, Cm, h = cfg.in_channels, cfg.mask_channels, cfg.sample_size
-    noise = torch.stack([torch.randn((C + Cm, h, h), generator=torch.Generator().manual_seed(s)) for s in seeds])
+    (C, Cm), (h, w) = (cfg.in_channels, cfg.mask_channels), latent_hw(cfg)
+    noise = torch.stack([torch.randn((C + Cm, h, w), generator=torch.Generator().manual_seed(s)) for s in seeds])
     return noise.to(device, self.transformer.dtype) * self.scheduler.init_noise_sigma
 
 @patch
@@ -161,8 +161,8 @@ def __call__(self: JoDiffusionPipeline,
              num_inference_steps: int = 20,         # denoising steps
              guidance_scale: float = 3.0,           # classifier-free guidance weight (1: none)
              seeds: list[int] | int | None = None,  # one seed per sample (int: seeds s, s+1, ...); None: random
-             height: int | None = None,             # must match the transformer (default)
-             width: int | None = None,              # must match the transformer (default)
+             height: int | None = None,             # must match the transformer (None: its own)
+             width: int | None = None,              # must match the transformer (None: its own)
              refine_tau: int | None = 20,           # refine mask regions smaller than this (pixels); 0 or None: don't
              label_space: LabelSpace | str | None = None, # the masks' label space: its background is never refined (None: refine every class)
              output_type: str = "np",               # 'np' (uint8 arrays), 'pil', or 'latent'
@@ -173,7 +173,8 @@ def __call__(self: JoDiffusionPipeline,
     "Generate images and masks from text."
     # 1. Check inputs
     prompt, seeds = _as_lists(prompt, seeds, num_images_per_prompt)
-    height, width = height or self.transformer.config.sample_size * 8, width or self.transformer.config.sample_size * 8
+    H, W = (8 * s for s in latent_hw(self.transformer.config))
+    height, width = height or H, width or W
     self.check_inputs(prompt, seeds, height, width, num_inference_steps, guidance_scale, output_type, refine_tau)
     device, do_cfg = self._execution_device, guidance_scale != 1.0
     # 2. Encode prompt

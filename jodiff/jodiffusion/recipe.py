@@ -8,7 +8,7 @@ import dataclasses, json, logging, math
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
-from ..core import atomic_write
+from ..core import DataError, atomic_write
 from ..data import load_dataset
 from ..encoders import (CachedImageCodec, CachedTextCodec, image_codec_source, load_image_autoencoder,
                              load_text_encoder, text_codec_source)
@@ -17,13 +17,13 @@ from ..runs import RunLog, check_config, check_out_dir, folder_lock, run_stage
 from .refinement import scaled_tau
 
 # %% auto #0
-__all__ = ['SCALES', 'DATASETS', 'STAGES', 'WIDE_AVAE', 'RecipeConfig', 'check_run_config', 'stage_real', 'stage_avae',
-           'stage_joint', 'stage_generate', 'stage_syn', 'stage_consistency', 'stage_figures', 'summarize',
-           'summary_markdown', 'run_recipe']
+__all__ = ['SCALES', 'DATASETS', 'STAGES', 'WIDE_AVAE', 'PAPER_DATASETS', 'RecipeConfig', 'check_run_config', 'stage_real',
+           'stage_avae', 'stage_joint', 'stage_generate', 'stage_syn', 'stage_consistency', 'stage_figures',
+           'summarize', 'summary_markdown', 'run_recipe', 'check_data']
 
 # %% ../../nbs/70_recipe.ipynb #90692280
-SCALES = ('tiny', 'test', 'full')   # scale presets
-DATASETS = ('shapes', 'camvid')     # datasets the recipe knows presets for
+SCALES = ('tiny', 'small', 'test', 'full')   # scale presets
+DATASETS = ('shapes', 'camvid', 'voc', 'coco', 'ade20k', 'cityscapes')  # datasets the recipe knows presets for
 STAGES = ('real', 'avae', 'joint', 'generate', 'syn', 'consistency', 'figures')  # in order
 
 @dataclass
@@ -31,10 +31,11 @@ class _DataSettings:
     data: str = 'shapes'                  # dataset name (a key of DATASETS)
     scale: str = 'tiny'                   # preset scale it was built from
     seed: int = 0                         # seeds every stage
+    data_root: str | None = None          # the dataset's folder (voc, coco, ade20k, cityscapes: required; camvid: shared/data/camvid)
     train_spec: str = 'shapes:train?n=1000&size=64&level=easy'  # real training data (segmenter, annotation VAE, joint model)
     val_spec: str = 'shapes:val?n=200&size=64&level=easy'       # real validation data (every evaluation)
     joint_spec: str | None = None         # training data of the joint model (None: train_spec)
-    resolution: int = 64                  # generated image side (multiple of 8)
+    resolution: int | tuple = 64          # generated image side, or (height, width) (multiples of 8)
 
 @dataclass
 class _SegmenterSettings(_DataSettings):  # stages 1 and 5
@@ -42,7 +43,7 @@ class _SegmenterSettings(_DataSettings):  # stages 1 and 5
     seg_iters: int = 1000                 # iterations of each segmenter run
     seg_batch_size: int = 8               # crops per iteration
     seg_lr: float | None = None           # None: the model's default
-    seg_crop: int | None = None           # training crop side; None: the model's default
+    seg_crop: int | tuple | None = None   # training crop side, or (h, w); None: the model's default
     seg_scale: tuple | None = None        # base (w, h) of the resize; None: size of the first training image
     seg_augment: str | None = None        # training augmentation, a name in jodiff.segment.train.AUGMENTATIONS; None: standard
 
@@ -92,22 +93,31 @@ _POSITIVE = ('seg_iters', 'seg_batch_size', 'avae_steps', 'avae_batch_size', 'av
 
 def _positive_int(v) -> bool: return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= 1
 
+def _hw(resolution) -> tuple:
+    "(height, width) of a recipe resolution (one side, or a pair); `ValueError` unless multiples of 8 and >= 16."
+    hw = (resolution, resolution) if _positive_int(resolution) else tuple(resolution) if isinstance(resolution, (list, tuple)) else ()
+    if len(hw) != 2 or not all(_positive_int(s) and s % 8 == 0 and s >= 16 for s in hw):
+        raise ValueError(f"resolution must be a multiple of 8 and >= 16, or a (height, width) pair of them, got {resolution!r}")
+    return hw
+
+def _px(resolution) -> str: h, w = _hw(resolution); return f'{h}' if h == w else f'{h}x{w}'
+
 @dataclass
 class RecipeConfig(_GenerationSettings):
     "Every setting of the recipe; build one with `RecipeConfig.preset(data, scale, **overrides)`."
     @classmethod
-    def preset(cls, data: str = 'shapes', scale: str = 'tiny', **overrides) -> 'RecipeConfig':
-        "The preset of `data` at `scale`, with `overrides` (field names) applied."
+    def preset(cls, data: str = 'shapes', scale: str = 'tiny', data_root: str | None = None, **overrides) -> 'RecipeConfig':
+        "The preset of `data` at `scale` (reading the dataset from `data_root`), with `overrides` (field names) applied."
         if data not in DATASETS: raise ValueError(f"data: unknown dataset {data!r}; choose from {', '.join(DATASETS)}")
         if scale not in SCALES: raise ValueError(f"scale: unknown scale {scale!r}; choose from {', '.join(SCALES)}")
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(overrides) - names)
         if bad: raise ValueError(f"unknown recipe setting(s) {', '.join(bad)}; known: {', '.join(sorted(names))}")
-        return cls(**{**dict(data=data, scale=scale), **_preset(data, scale), **overrides}).check()
+        return cls(**{**dict(data=data, scale=scale, data_root=data_root), **_preset(data, scale, data_root), **overrides}).check()
 
     def check(self) -> 'RecipeConfig':
         "Raise `ValueError` on settings that cannot work; returns self."
-        if self.resolution % 8 or self.resolution < 16: raise ValueError(f"resolution must be a multiple of 8 and >= 16, got {self.resolution}")
+        hw = _hw(self.resolution)
         for k in _POSITIVE:
             if not _positive_int(getattr(self, k)): raise ValueError(f"{k} must be a positive int, got {getattr(self, k)!r}")
         if self.joint_mask_weight is not None and not self.joint_mask_weight >= 0: raise ValueError(f"joint_mask_weight must be None or >= 0, got {self.joint_mask_weight}")
@@ -116,7 +126,7 @@ class RecipeConfig(_GenerationSettings):
         if self.joint_snr_gamma is not None and not self.joint_snr_gamma > 0: raise ValueError(f"joint_snr_gamma must be None or > 0, got {self.joint_snr_gamma}")
         if not 0 < self.avae_hard_fraction <= 1: raise ValueError(f"avae_hard_fraction must be in (0, 1], got {self.avae_hard_fraction}")
         if self.guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
-        if (self.resolution // 8) % self.joint_patch: raise ValueError(f"joint_patch {self.joint_patch} must divide the latent side {self.resolution // 8}")
+        if any((s // 8) % self.joint_patch for s in hw): raise ValueError(f"joint_patch {self.joint_patch} must divide the latent sides {hw[0] // 8}x{hw[1] // 8}")
         if self.seg_augment is not None:
             from jodiff.segment.train import check_augment
             check_augment(self.seg_augment)
@@ -135,6 +145,8 @@ def _shapes_preset(scale: str) -> dict:
     "The `shapes` presets: fields of `RecipeConfig` that differ from its defaults."
     if scale == 'tiny': return dict(  # the dataclass defaults, with the budget moved to the segmenters (experiments/study.ipynb)
         seg_iters=3000, seg_lr=8e-3, seg_augment='light', avae_steps=1000, text_length=20, joint_steps=1200)
+    if scale == 'small': return dict(  # at most 60 min on 2 CPU cores: the spare time goes to the joint model
+        seg_iters=4000, seg_lr=8e-3, seg_augment='light', avae_steps=1500, text_length=20, joint_steps=6000, num=640)
     if scale == 'test': return dict(
         train_spec='shapes:train?n=16&size=32', val_spec='shapes:val?n=6&size=32', resolution=32,
         seg_iters=4, seg_batch_size=2, seg_crop=32, avae_steps=4, avae_batch_size=2, avae_crop=32, avae_channels=(8, 8, 16),
@@ -147,12 +159,14 @@ def _shapes_preset(scale: str) -> dict:
         num=4000, gen_batch_size=64, num_inference_steps=25, joint_snr_gamma=None)
 
 # %% ../../nbs/70_recipe.ipynb #rc000004
-def _camvid_preset(scale: str) -> dict:
+def _camvid_preset(scale: str, root: str | None = None) -> dict:
     "The CamVid presets: fields of `RecipeConfig` that differ from its defaults."
-    root = '$JODIFF_SHARED/data/camvid'  # camvid: 367 train / 101 val street scenes (480x360), squeezed to squares for the joint model
+    root = root or '$JODIFF_SHARED/data/camvid'  # camvid: 367 train / 101 val street scenes (480x360), squeezed to squares for the joint model
     base = dict(train_spec=f'camvid:{root}:train', val_spec=f'camvid:{root}:val', seg_scale=(160, 120), seg_crop=96)
     if scale == 'tiny': return dict(base, resolution=64, seg_iters=800, avae_steps=600, avae_crop=96,
                                     joint_steps=1000, num=367, gen_batch_size=16)
+    if scale == 'small': return dict(base, resolution=64, seg_iters=2000, avae_steps=1000, avae_crop=96, text_length=24,
+                                     joint_steps=5000, num=734, gen_batch_size=16, seg_lr=8e-3, seg_augment='light')
     if scale == 'test': return dict(base,
         train_spec=f'camvid:{root}:train?n=6', val_spec=f'camvid:{root}:val?n=3', seg_scale=(64, 48), seg_crop=32, resolution=32,
         seg_iters=4, seg_batch_size=2, avae_steps=4, avae_batch_size=2, avae_crop=32, avae_channels=(8, 8, 16),
@@ -163,9 +177,58 @@ def _camvid_preset(scale: str) -> dict:
                 joint_head_dim=64, joint_patch=2, num=2000, gen_batch_size=32, num_inference_steps=25,
                 joint_snr_gamma=None)
 
-def _preset(data: str, scale: str) -> dict:
+# The seed papers' datasets: loader kind, splits, training-set size, synthetic pairs, and the folder `data_root` names
+PAPER_DATASETS = dict(
+    voc=dict(train='train_aug', val='val', n_train=10582, pairs=40000,
+             layout="VOCdevkit/VOC2012 (MMSegmentation's data/VOCdevkit/VOC2012): JPEGImages/, SegmentationClass/, "
+                    "SegmentationClassAug/ (SBD) and ImageSets/Segmentation/{train_aug,val}.txt"),
+    coco=dict(train='train2017', val='val2017', n_train=118287, pairs=80000,
+              layout="a COCO folder: images/{train2017,val2017}/*.jpg, annotations/semantic/{train2017,val2017}/*.png "
+                     "(81 classes, 0 background) and annotations/captions_{train2017,val2017}.json"),
+    ade20k=dict(train='training', val='validation', n_train=20210, pairs=40000,
+                layout="ADEChallengeData2016 (MMSegmentation's data/ade/ADEChallengeData2016): images/{training,validation}/*.jpg "
+                       "and annotations/{training,validation}/*.png"),
+    cityscapes=dict(train='train', val='val', n_train=2975, pairs=3000,
+                    layout="cityscapes (MMSegmentation's data/cityscapes): leftImg8bit/{train,val}/CITY/*_leftImg8bit.png and "
+                           "gtFine/{train,val}/CITY/*_gtFine_labelTrainIds.png"))
+
+_TEST_MODELS = dict(seg_iters=4, seg_batch_size=2, seg_crop=32, seg_scale=(48, 32), resolution=32, avae_steps=4, avae_batch_size=2,
+                    avae_crop=32, avae_channels=(8, 8, 16), image_codec='tiny', text_codec='tiny', text_length=8, joint_steps=4,
+                    joint_batch_size=2, joint_layers=3, joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2,
+                    num_inference_steps=2, guidance_scale=2.0, n_figure=3)
+
+# MMSegmentation's DeepLabV3-R101 configs: deeplabv3_r101-d8_4xb4-40k_voc12aug-512x512, ..._4xb4-80k_coco-stuff164k-512x512,
+# ..._4xb4-80k_ade20k-512x512, ..._4xb2-80k_cityscapes-512x1024 (batch = 4 GPUs x per-GPU batch; scale is the base (w, h))
+_MMSEG_SCHEDULES = dict(voc=dict(seg_iters=40000, seg_batch_size=16, seg_crop=512, seg_scale=(2048, 512)),
+                        coco=dict(seg_iters=80000, seg_batch_size=16, seg_crop=512, seg_scale=(2048, 512)),
+                        ade20k=dict(seg_iters=80000, seg_batch_size=16, seg_crop=512, seg_scale=(2048, 512)),
+                        cityscapes=dict(seg_iters=80000, seg_batch_size=8, seg_crop=(512, 1024), seg_scale=(2048, 1024)))
+
+def _paper_preset(data: str, scale: str, root: str | None) -> dict:
+    "VOC, COCO, ADE20K, Cityscapes: `test` (a few items of a small on-disk copy, tiny models) or `full` (the authors' settings)."
+    d = PAPER_DATASETS[data]
+    if root is None: raise ValueError(f"recipe: --data {data} needs --data-root: the folder of {d['layout']}")
+    if scale not in ('test', 'full'):
+        raise ValueError(f"scale: {data} has the scales test and full (tiny and small are CPU runs of shapes and camvid), got {scale!r}")
+    spec = lambda split, n=None: f"{data}:{root}:{split}" + (f"?n={n}" if n else '')
+    if scale == 'test': return dict(train_spec=spec(d['train'], 6), val_spec=spec(d['val'], 3), **_TEST_MODELS)
+    epochs = lambda e, batch: math.ceil(e * d['n_train'] / batch)   # the authors' scripts count epochs; the recipe counts steps
+    return dict(train_spec=spec(d['train']), val_spec=spec(d['val']), resolution=512,
+                segmenter='deeplabv3-r101', seg_augment='standard', **_MMSEG_SCHEDULES[data],
+                **{**WIDE_AVAE, 'avae_lr': 1e-5, 'avae_batch_size': 32, 'avae_crop': 512, 'avae_steps': epochs(50, 32),
+                   'avae_mixed_precision': 'fp16', 'avae_hard_fraction': 1.0},
+                image_codec='stabilityai/sd-vae-ft-mse', text_codec='openai/clip-vit-large-patch14', text_length=77,
+                joint_steps=epochs(100, 32), joint_batch_size=32, joint_lr=5e-5, joint_layers=31, joint_heads=24,
+                joint_head_dim=64, joint_patch=2, joint_mask_weight=None, joint_snr_gamma=None, joint_sincos=False,
+                num=d['pairs'], gen_batch_size=32, num_inference_steps=50, guidance_scale=3.0, refine_tau=20)
+
+def _preset(data: str, scale: str, root: str | None = None) -> dict:
     "Preset sizes of `data` at `scale` (fields of `RecipeConfig` that differ from its defaults)."
-    return (_shapes_preset if data == 'shapes' else _camvid_preset)(scale)
+    if data in PAPER_DATASETS: return _paper_preset(data, scale, root)
+    if data == 'shapes':
+        if root is not None: raise ValueError("recipe: shapes is generated, it takes no --data-root")
+        return _shapes_preset(scale)
+    return _camvid_preset(scale, root)
 
 # %% ../../nbs/70_recipe.ipynb #aea68018
 def check_run_config(out,              # the run folder
@@ -235,7 +298,7 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
 def stage_generate(cfg: RecipeConfig, out: Path) -> dict:
     "4. Sample `num` pairs from the train captions into `synthetic/`, masks refined by the pipeline."
     from jodiff.generation import generate
-    tau = cfg.refine_tau if cfg.refine_tau is not None else scaled_tau(cfg.resolution)
+    tau = cfg.refine_tau if cfg.refine_tau is not None else scaled_tau(round(math.sqrt(math.prod(_hw(cfg.resolution)))))  # by area
     s = generate(out / 'joint' / 'pipeline', prompts_for(cfg.train_spec), cfg.num, out / 'synthetic', method='jodiffusion',
                  batch_size=cfg.gen_batch_size, seed=cfg.seed, prompts_source=cfg.train_spec,
                  num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale, refine_tau=tau)
@@ -256,15 +319,17 @@ def _pairs(spec: str, n: int) -> tuple:
     return [it['image'] for it in items], [it['mask'] for it in items]
 
 def stage_consistency(cfg: RecipeConfig, out: Path, n_r2: int = 200) -> dict:
-    "6. Pair consistency: the real-trained segmenter on the generated images vs their masks; and mask colour R^2."
-    from jodiff.segment.train import evaluate_segmenter
+    "6. Pair consistency: the real-trained segmenter on the generated images vs their masks; its per-class confidence on real val and generated pairs; mask colour R^2."
+    from jodiff.segment.train import evaluate_segmenter, class_confidence
     from jodiff.metrics import mask_colour_r2
     r = evaluate_segmenter(out / 'seg_real', f"folder:{out / 'synthetic'}", out / 'consistency.json')
     ims, mks = _pairs(f"folder:{out / 'synthetic'}", n_r2)
     rims, rmks = _pairs(cfg.train_spec, len(ims))
     r2 = dict(synthetic=mask_colour_r2(ims, mks), real=mask_colour_r2(rims, rmks),
               shuffled=mask_colour_r2(ims, mks[1:] + mks[:1]) if len(mks) > 1 else float('nan'), n=len(ims))
-    return dict(mIoU=r['mIoU'], aAcc=r['aAcc'], per_class=r['per_class'], num_images=r['num_images'],
+    conf = dict(real=class_confidence(out / 'seg_real', cfg.val_spec, n_r2),
+                synthetic=class_confidence(out / 'seg_real', f"folder:{out / 'synthetic'}", n_r2))
+    return dict(mIoU=r['mIoU'], aAcc=r['aAcc'], per_class=r['per_class'], num_images=r['num_images'], confidence=conf,
                 colour_r2={k: (round(v, 3) if isinstance(v, float) else v) for k, v in r2.items()})
 
 # %% ../../nbs/70_recipe.ipynb #29d061c6
@@ -283,7 +348,30 @@ def stage_figures(cfg: RecipeConfig, out: Path) -> dict:
     ious = [compute_miou(p, g, sp.num_classes, sp.ignore_index)['mIoU'] for p, g in zip(preds, gts)]
     fig = show_pairs(ims, preds, sp, titles=[f'predicted, mIoU {v:.0f}' for v in ious], ncols=min(8, len(ims)), panel_size=1.6)
     save_figure(fig, out / 'val_overlays.png')
-    return dict(generated_pairs='generated_pairs.png', val_overlays='val_overlays.png', n=len(items))
+    worst = _worst_pairs_figure(cfg, out, syn)
+    return dict(generated_pairs='generated_pairs.png', val_overlays='val_overlays.png', n=len(items), **worst)
+
+def _worst_pairs_figure(cfg: RecipeConfig, out: Path, syn, n_classes: int = 3, per_class: int = 3, scan: int = 200) -> dict:
+    "`worst_pairs.png`: for the generated classes the real-trained segmenter agrees with least (consistency IoU), the pairs where they cover most pixels: image with its generated mask, and with the segmenter's mask."
+    from jodiff.viz import show_pairs, save_figure
+    from jodiff.segment.train import predict_masks
+    iou = json.loads((out / 'consistency.json').read_text())['per_class']
+    n = min(scan, len(syn))
+    masks = [syn[i]['mask'] for i in range(n)]
+    area = np.stack([np.bincount(m.ravel(), minlength=syn.space.num_classes)[:syn.space.num_classes] for m in masks])
+    drawn = [k for k, name in enumerate(syn.space.names) if area[:, k].sum() and iou.get(name) is not None and name != 'background']
+    worst = sorted(drawn, key=lambda k: iou[syn.space.names[k]])[:n_classes]
+    if not worst: return dict(worst_pairs=None, worst_classes=[])
+    picks = [(k, int(i)) for k in worst for i in np.argsort(-area[:, k], kind='stable')[:per_class] if area[i, k]]
+    ims, _, preds = predict_masks(out / 'seg_real', f"folder:{out / 'synthetic'}", max(i for _, i in picks) + 1)
+    images, shown, titles = [], [], []
+    for k, i in picks:
+        name = syn.space.names[k]
+        images += [ims[i], ims[i]]; shown += [masks[i], preds[i]]
+        titles += [f'{name}, IoU {iou[name]:.0f}: generated', 'segmenter sees']
+    fig = show_pairs(images, shown, syn.space, titles=titles, ncols=2 * per_class, overlay_alpha=None, panel_size=1.6)
+    save_figure(fig, out / 'worst_pairs.png')
+    return dict(worst_pairs='worst_pairs.png', worst_classes=[syn.space.names[k] for k in worst])
 
 # %% ../../nbs/70_recipe.ipynb #11ab37b7
 def summarize(cfg: RecipeConfig,   # the run's settings
@@ -300,7 +388,8 @@ def summarize(cfg: RecipeConfig,   # the run's settings
                 pair_consistency_miou=cons['mIoU'], colour_r2=cons.get('colour_r2'), vae_recon_miou=avae['recon_mIoU'],
                 num_pairs=gen['num'], generation_pairs_per_s=gen['pairs_per_s'], refine_tau=gen['refine_tau'],
                 joint_loss_first=joint['loss_first'], joint_loss_last=joint['loss_last'], joint_params=joint['params'],
-                per_class=dict(real=real['per_class'], syn=syn['per_class'], consistency=cons['per_class']),
+                per_class=dict(real=real['per_class'], syn=syn['per_class'], consistency=cons['per_class'],
+                               **({f'confidence_{k}': {n: v['confidence'] for n, v in c.items()} for k, c in cons['confidence'].items()} if 'confidence' in cons else {})),
                 timings_s=timings, total_s=round(sum(timings.values()), 1), config=cfg.to_dict())
 
 # %% ../../nbs/70_recipe.ipynb #rc000007
@@ -310,6 +399,8 @@ def _f(v, d=2): return '-' if v is None or (isinstance(v, float) and math.isnan(
 
 def summary_markdown(s: dict) -> str:
     "The summary as Markdown tables: headline, per-class IoU, stage timings."
+    pc = s['per_class']
+    conf = 'confidence_real' in pc
     lines = [f"## JoDiffusion recipe: {s['data']} ({s['scale']} scale, seed {s['seed']})", '',
              '| | mIoU on real val (%) |', '|:---|---:|',
              f"| Real only ({s['num_real_train']} real pairs) | {_f(s['real_miou'])} |",
@@ -320,11 +411,13 @@ def summary_markdown(s: dict) -> str:
              *([f"| image explained by its mask (colour R², %): synthetic / real / shuffled synthetic | "
                 f"{_f(r2['synthetic'], 1)} / {_f(r2['real'], 1)} / {_f(r2['shuffled'], 1)} |"] if (r2 := s.get('colour_r2')) else []),
              f"| annotation VAE reconstruction mIoU (real val masks) | {_f(s['vae_recon_miou'])} |",
-             f"| generation speed (pairs/s, {s['resolution']}px, {s['config']['num_inference_steps']} steps) | {_f(s['generation_pairs_per_s'])} |",
+             f"| generation speed (pairs/s, {_px(s['resolution'])}px, {s['config']['num_inference_steps']} steps) | {_f(s['generation_pairs_per_s'])} |",
              f"| joint loss first -> last 10% of steps | {_f(s['joint_loss_first'], 3)} -> {_f(s['joint_loss_last'], 3)} |", '',
-             '| class | real only | synthetic only | consistency |', '|:---|---:|---:|---:|']
-    pc = s['per_class']
-    lines += [f"| {n} | {_f(pc['real'][n])} | {_f(pc['syn'].get(n))} | {_f(pc['consistency'].get(n))} |" for n in pc['real']]
+             '| class | real only | synthetic only | consistency |' + (' confidence real / generated |' if conf else ''),
+             '|:---|---:|---:|---:|' + ('---:|' if conf else '')]
+    lines += [f"| {n} | {_f(pc['real'][n])} | {_f(pc['syn'].get(n))} | {_f(pc['consistency'].get(n))} |"
+              + (f" {_f(pc['confidence_real'].get(n), 1)} / {_f(pc['confidence_synthetic'].get(n), 1)} |" if conf else '') for n in pc['real']]
+    if conf: lines += ['', "confidence: the real-trained segmenter's mean probability of a class over the pixels labelled with it, on real val images / on generated pairs (`class_confidence`)."]
     lines += ['', '| stage | seconds |', '|:---|---:|'] + [f"| {k} | {v:.1f} |" for k, v in s['timings_s'].items()]
     lines += [f"| **total** | **{s['total_s']:.1f}** |", '',
               f"image codec `{_short(s['image_codec'])}`, text encoder `{_short(s['text_codec'])}`, segmenter `{s['segmenter']}`."]
@@ -334,21 +427,31 @@ def summary_markdown(s: dict) -> str:
 _STAGE_FNS = dict(real=stage_real, avae=stage_avae, joint=stage_joint, generate=stage_generate, syn=stage_syn,
                   consistency=stage_consistency, figures=stage_figures)
 
-def run_recipe(data: str = 'shapes',       # 'shapes' or 'camvid'
+def run_recipe(data: str = 'shapes',       # a name in DATASETS: shapes, camvid, voc, coco, ade20k, cityscapes
                out='runs/recipe',          # run folder; rerunning with the same settings skips finished stages
-               scale: str = 'tiny',        # 'tiny' (CPU, ~20 min), 'test' (seconds), 'full' (GPU)
+               scale: str = 'tiny',        # 'tiny' (CPU, ~20 min), 'small' (CPU, <= 60 min), 'test' (seconds), 'full' (GPU)
                seed: int = 0,              # seeds every stage
+               data_root: str | None = None, # the dataset's folder (voc, coco, ade20k, cityscapes; camvid: shared/data/camvid)
                log=None,                   # progress messages (None: print them and append them to out/run.log)
                wait: bool = False,         # when another run is writing into `out`, wait for it (else refuse)
                **overrides,                # `RecipeConfig` fields, e.g. num=200, joint_steps=2000
               ) -> dict:                   # the summary (also in out/summary.json)
     "Run the whole recipe (or what is left of it) and write summary.json, summary.md and the figures."
-    cfg = RecipeConfig.preset(data, scale, seed=seed, **overrides)
-    for spec in {cfg.train_spec, cfg.val_spec, cfg.joint_spec or cfg.train_spec}: load_dataset(spec)   # the data is there
+    cfg = RecipeConfig.preset(data, scale, data_root, seed=seed, **overrides)
+    check_data(cfg)                                          # the data is there
+
     out = check_out_dir(out, 'recipe.json')                  # ... and the folder can take the run: all before any write
     with folder_lock(out, 'jodiff recipe', wait):
         check_run_config(out, cfg)
         return _run_stages(cfg, out, log)
+
+def check_data(cfg: RecipeConfig):
+    "Load every dataset the run reads; a `DataError` names the layout `data_root` should have."
+    for spec in dict.fromkeys([cfg.train_spec, cfg.val_spec, cfg.joint_spec or cfg.train_spec]):
+        try: load_dataset(spec)
+        except DataError as e:
+            if cfg.data not in PAPER_DATASETS: raise
+            raise DataError(f"{e}; --data-root {cfg.data_root} should be {PAPER_DATASETS[cfg.data]['layout']}") from None
 
 def _run_stages(cfg: RecipeConfig, out: Path, log) -> dict:
     "The stages of `run_recipe` that are not done yet, then the summary, in a locked run folder."

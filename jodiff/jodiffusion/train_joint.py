@@ -19,11 +19,11 @@ from ..core import DataError, checkpoint_dirs
 from ..data import load_dataset
 from ..encoders import ImageCodec, TextCodec, load_image_autoencoder, load_text_encoder
 from .annotation_vae import AnnotationVAE, tiny_annotation_vae
-from .joint_model import JointDiffusionTransformer, mask_latent_channels, mask_vae_scale
+from .joint_model import JointDiffusionTransformer, mask_latent_channels, mask_vae_scale, latent_hw
 
 # %% auto #0
-__all__ = ['resolve_image_codec', 'resolve_text_codec', 'resolve_annotation_vae', 'get_batch', 'encode_pair', 'measure_scales',
-           'make_noise_scheduler', 'joint_loss', 'train_joint']
+__all__ = ['resolve_image_codec', 'resolve_text_codec', 'resolve_annotation_vae', 'image_hw', 'get_batch', 'encode_pair',
+           'measure_scales', 'make_noise_scheduler', 'joint_loss', 'train_joint']
 
 # %% ../../nbs/23_train_joint.ipynb #2a0de52d
 def resolve_image_codec(x) -> ImageCodec:
@@ -47,13 +47,21 @@ def resolve_annotation_vae(x,                  # an annotation VAE, 'tiny', or a
     return AnnotationVAE.from_pretrained(str(x))
 
 # %% ../../nbs/23_train_joint.ipynb #3c2a53d6
+def image_hw(resolution) -> tuple:  # one side (square), or (height, width)
+    "(height, width) in pixels of a training resolution; `ValueError` unless each is a multiple of 8."
+    h, w = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else tuple(resolution)
+    if isinstance(h, bool) or int(h) != h or int(w) != w or h % 8 or w % 8 or h < 8 or w < 8:
+        raise ValueError(f"resolution must be a multiple of 8 (or a (height, width) pair of them), got {resolution!r}")
+    return int(h), int(w)
+
 def _resize_item(item, res):
-    "Resize an item's image (bilinear) and mask (nearest) to res x res if needed."
+    "Resize an item's image (bilinear) and mask (nearest) to `res` (a side, or (height, width)) if needed."
     from PIL import Image
+    h, w = image_hw(res)
     im, mk = np.asarray(item["image"]), np.asarray(item["mask"])
-    if im.shape[:2] != (res, res):
-        im = np.asarray(Image.fromarray(im).resize((res, res), Image.BILINEAR))
-        mk = np.asarray(Image.fromarray(mk).resize((res, res), Image.NEAREST))
+    if im.shape[:2] != (h, w):
+        im = np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR))
+        mk = np.asarray(Image.fromarray(mk).resize((w, h), Image.NEAREST))
     return im, mk
 
 def get_batch(ds, idx, res):
@@ -124,7 +132,8 @@ def _dataset(dataset):
 def _new_model(icodec, tcodec, avae, ds, resolution: int, seed: int, model_kwargs: dict | None) -> JointDiffusionTransformer:
     "A fresh seeded model fitted to the codecs, with `image_scale` / `mask_scale` measured on `ds`."
     si, sm = measure_scales(icodec, avae, ds, resolution)
-    cfg = dict(sample_size=resolution // 8, in_channels=icodec.latent_channels, mask_channels=mask_latent_channels(avae),
+    h, w = image_hw(resolution)
+    cfg = dict(sample_size=h // 8 if h == w else [h // 8, w // 8], in_channels=icodec.latent_channels, mask_channels=mask_latent_channels(avae),
                text_dim=tcodec.dim, num_text_tokens=tcodec.max_length, image_scale=si, mask_scale=sm)
     torch.manual_seed(seed)
     return JointDiffusionTransformer(**{**cfg, **(model_kwargs or {})})
@@ -132,7 +141,7 @@ def _new_model(icodec, tcodec, avae, ds, resolution: int, seed: int, model_kwarg
 def _check_fits(model, resolution: int, tcodec):
     "`ValueError` unless the model's latent side and text shape fit the resolution and the text encoder."
     c = model.config
-    if c.sample_size * 8 != resolution or c.num_text_tokens != tcodec.max_length or c.text_dim != tcodec.dim:
+    if tuple(8 * s for s in latent_hw(c)) != image_hw(resolution) or c.num_text_tokens != tcodec.max_length or c.text_dim != tcodec.dim:
         raise ValueError(f"model config (sample_size {c.sample_size}, text {c.num_text_tokens}x{c.text_dim}) does not fit "
                          f"resolution {resolution} / text encoder {tcodec.max_length}x{tcodec.dim}")
 
@@ -171,7 +180,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                 steps: int = 100,                # optimisation steps (global)
                 batch_size: int = 8,             # per process
                 lr: float = 1e-4,                # AdamW learning rate
-                resolution: int = 64,            # image size (multiple of 8)
+                resolution: int | tuple = 64,    # image side, or (height, width); multiples of 8
                 cond_drop: float = 0.1,          # caption dropout for classifier-free guidance
                 seed: int = 0,                   # seeds the model, the batches and the noise
                 model=None,                      # JointDiffusionTransformer, folder, or None (new, from model_kwargs)
@@ -188,7 +197,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                 log_every: int = 10,             # steps between loss updates of the progress bar
                ) -> dict:                        # losses, seconds, processes, model, samples_per_s
     "Train the joint image+mask denoiser with accelerate; returns losses and timings."
-    if resolution % 8: raise ValueError(f"resolution must be a multiple of 8, got {resolution}")
+    image_hw(resolution)   # ValueError unless multiples of 8
     if not 0 <= cond_drop < 1: raise ValueError(f"cond_drop must be in [0, 1), got {cond_drop}")
     out_dir, cpu = Path(out_dir), cpu or not torch.cuda.is_available()  # on a CPU-only host multi-process launches use gloo
     acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(out_dir)))

@@ -24,8 +24,8 @@ from .zoo import SEGMENTERS, check_model_name, register_mm_modules
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'SETTINGS', 'check_augment', 'pipelines', 'build_config', 'checkpoint_meta', 'latest_checkpoint',
            'resolve_checkpoint', 'check_same_space', 'check_labels', 'check_checkpoint', 'train_segmenter',
-           'load_trained', 'predict_item', 'evaluate_segmenter', 'metrics_table', 'predict_masks', 'spec_with',
-           'train_setting']
+           'load_trained', 'predict_item', 'evaluate_segmenter', 'metrics_table', 'predict_masks', 'class_confidence',
+           'spec_with', 'train_setting']
 
 # %% ../../nbs/52_segmenters.ipynb #83f35462
 def _pair(v, what):
@@ -315,13 +315,18 @@ def load_trained(path,                # a checkpoint file written by `train_segm
     return net.to(device).eval(), Compose([TRANSFORMS.build(t) for t in meta['test_pipeline']])
 
 @torch.no_grad()
+def _predict_sample(net, pipeline, spec: str, i: int) -> tuple:
+    "The pipeline's data dict and the model's `SegDataSample` (pred_sem_seg, seg_logits) for item `i` of `spec`."
+    data = pipeline(dict(jodiff_spec=str(spec), jodiff_index=i, seg_fields=[], reduce_zero_label=False))
+    with quiet_mm(): return data, net.test_step(pseudo_collate([data]))[0]
+
 def predict_item(net, pipeline,  # from `load_trained`
                  spec: str,      # jodiff dataset spec
                  i: int,         # item index
                 ) -> tuple:      # (the pipeline's data dict, predicted (H,W) class ids)
     "Predict the class map of item `i` of `spec`, at the size of its label."
-    data = pipeline(dict(jodiff_spec=str(spec), jodiff_index=i, seg_fields=[], reduce_zero_label=False))
-    with quiet_mm(): return data, net.test_step(pseudo_collate([data]))[0].pred_sem_seg.data[0].cpu().numpy()
+    data, sample = _predict_sample(net, pipeline, spec, i)
+    return data, sample.pred_sem_seg.data[0].cpu().numpy()
 
 # %% ../../nbs/52_segmenters.ipynb #859c2c77
 def evaluate_segmenter(checkpoint,          # checkpoint file, or a work dir (its latest checkpoint)
@@ -385,6 +390,32 @@ def predict_masks(checkpoint,      # checkpoint file or work dir of `train_segme
     net, pipeline = load_trained(path, checkpoint_meta(path))
     ims, gts = _pairs(spec, n)
     return ims, gts, [predict_item(net, pipeline, spec, i)[1].astype(np.uint8) for i in range(len(ims))]
+
+# %% ../../nbs/52_segmenters.ipynb #sgconf02
+def class_confidence(checkpoint,          # checkpoint file, or a work dir (its latest checkpoint)
+                     spec: str,           # jodiff spec of labelled data
+                     n: int | None = None,# first n items (None: all)
+                     device: str = 'cpu', # torch device
+                    ) -> dict:            # {class name: {'confidence': percent or None, 'pixels': count}}
+    "Per class: the segmenter's mean softmax probability (percent) of the labelled class over the pixels labelled with it."
+    path = resolve_checkpoint(checkpoint)
+    meta = checkpoint_meta(path)
+    space = _space_of(meta)
+    ds = _load_checked(str(spec), 'data')
+    check_same_space(space, ds.space, f"checkpoint {path}", f"data {spec!r}")
+    net, pipeline = load_trained(path, meta, device)
+    K = space.num_classes
+    total, count = np.zeros(K), np.zeros(K, dtype=np.int64)
+    for i in range(len(ds) if n is None else min(n, len(ds))):
+        data, sample = _predict_sample(net, pipeline, spec, i)
+        prob = sample.seg_logits.data.float().softmax(0).cpu().numpy()       # (K, H, W)
+        gt = data['data_samples'].gt_sem_seg.data[0].numpy().astype(np.int64)
+        keep = gt != space.ignore_index
+        p_true = np.take_along_axis(prob, np.where(keep, gt, 0)[None], 0)[0]
+        total += np.bincount(gt[keep], weights=p_true[keep], minlength=K)
+        count += np.bincount(gt[keep], minlength=K)
+    return {name: dict(confidence=round(100 * float(t / c), 2) if c else None, pixels=int(c))
+            for name, t, c in zip(space.names, total, count)}
 
 # %% ../../nbs/52_segmenters.ipynb #613d0952
 SETTINGS = ('real', 'syn', 'real+syn', 'syn->real')
