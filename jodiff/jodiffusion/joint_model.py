@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+import numpy as np
 import torch
 from torch import nn, Tensor
 from diffusers import ModelMixin, ConfigMixin
@@ -19,8 +20,8 @@ with warnings.catch_warnings():   # diffusers flags its whole `deprecated` sub-p
     from diffusers.pipelines.deprecated.unidiffuser.modeling_uvit import PatchEmbed, UTransformer2DModel, UniDiffuserModel
 
 # %% auto #0
-__all__ = ['JointTransformerOutput', 'latent_hw', 'token_layout', 'JointDiffusionTransformer', 'tiny_joint_transformer',
-           'tiny_unidiffuser', 'mask_latent_channels', 'mask_vae_scale']
+__all__ = ['JointTransformerOutput', 'latent_hw', 'image_hw', 'token_layout', 'JointDiffusionTransformer',
+           'tiny_joint_transformer', 'tiny_unidiffuser', 'mask_latent_channels', 'mask_vae_scale']
 
 # %% ../../nbs/20_joint_model.ipynb #83da1225
 @dataclass
@@ -33,6 +34,13 @@ def latent_hw(config) -> tuple:  # a `JointDiffusionTransformer` config (or anyt
     "(height, width) of the latent grid: `sample_size` is one side (square) or [height, width]."
     s = config.sample_size
     return (int(s), int(s)) if isinstance(s, (int, float)) else (int(s[0]), int(s[1]))
+
+def image_hw(resolution) -> tuple:  # pixels: one side (square), or (height, width)
+    "(height, width) in pixels of an image size; `ValueError` unless each is a multiple of 8 (one latent pixel per 8)."
+    h, w = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else tuple(resolution)
+    if isinstance(h, bool) or int(h) != h or int(w) != w or h % 8 or w % 8 or h < 8 or w < 8:
+        raise ValueError(f"resolution must be a multiple of 8 (or a (height, width) pair of them), got {resolution!r}")
+    return int(h), int(w)
 
 def _unpatchify(x: Tensor, p: int, c: int, h: int, w: int) -> Tensor:
     "(B, h*w, p*p*c) tokens of an h x w patch grid -> (B, c, h*p, w*p)."

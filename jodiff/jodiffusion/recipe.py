@@ -95,9 +95,10 @@ def _positive_int(v) -> bool: return not isinstance(v, bool) and isinstance(v, (
 
 def _hw(resolution) -> tuple:
     "(height, width) of a recipe resolution (one side, or a pair); `ValueError` unless multiples of 8 and >= 16."
-    hw = (resolution, resolution) if _positive_int(resolution) else tuple(resolution) if isinstance(resolution, (list, tuple)) else ()
-    if len(hw) != 2 or not all(_positive_int(s) and s % 8 == 0 and s >= 16 for s in hw):
-        raise ValueError(f"resolution must be a multiple of 8 and >= 16, or a (height, width) pair of them, got {resolution!r}")
+    from jodiff.jodiffusion.joint_model import image_hw   # (diffusers; imported when a config is checked)
+    try: hw = image_hw(resolution)
+    except (TypeError, ValueError): hw = (0, 0)
+    if min(hw) < 16: raise ValueError(f"resolution must be a multiple of 8 and >= 16, or a (height, width) pair of them, got {resolution!r}")
     return hw
 
 def _px(resolution) -> str: h, w = _hw(resolution); return f'{h}' if h == w else f'{h}x{w}'
@@ -141,17 +142,19 @@ class RecipeConfig(_GenerationSettings):
 WIDE_AVAE = dict(avae_channels=(128, 256, 512), avae_layers=2, avae_norm_groups=32, avae_lr=5e-4, avae_batch_size=32,
                  avae_crop=128, avae_steps=6000, avae_hard_fraction=0.25, avae_mixed_precision='bf16')
 
+# The tiny models and step counts of every dataset's `test` preset (seconds; their numbers mean nothing)
+_TEST_MODELS = dict(seg_iters=4, seg_batch_size=2, seg_crop=32, resolution=32, avae_steps=4, avae_batch_size=2,
+                    avae_crop=32, avae_channels=(8, 8, 16), image_codec='tiny', text_codec='tiny', text_length=8, joint_steps=4,
+                    joint_batch_size=2, joint_layers=3, joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2,
+                    num_inference_steps=2, guidance_scale=2.0)
+
 def _shapes_preset(scale: str) -> dict:
     "The `shapes` presets: fields of `RecipeConfig` that differ from its defaults."
     if scale == 'tiny': return dict(  # the dataclass defaults, with the budget moved to the segmenters (experiments/study.ipynb)
         seg_iters=3000, seg_lr=8e-3, seg_augment='light', avae_steps=1000, text_length=20, joint_steps=1200)
     if scale == 'small': return dict(  # at most 60 min on 2 CPU cores: the spare time goes to the joint model
         seg_iters=4000, seg_lr=8e-3, seg_augment='light', avae_steps=1500, text_length=20, joint_steps=6000, num=640)
-    if scale == 'test': return dict(
-        train_spec='shapes:train?n=16&size=32', val_spec='shapes:val?n=6&size=32', resolution=32,
-        seg_iters=4, seg_batch_size=2, seg_crop=32, avae_steps=4, avae_batch_size=2, avae_crop=32, avae_channels=(8, 8, 16),
-        image_codec='tiny', text_codec='tiny', text_length=8, joint_steps=4, joint_batch_size=2, joint_layers=3,
-        joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2, num_inference_steps=2, guidance_scale=2.0, n_figure=4)
+    if scale == 'test': return dict(_TEST_MODELS, train_spec='shapes:train?n=16&size=32', val_spec='shapes:val?n=6&size=32', n_figure=4)
     return dict(  # full: GPU scale
         train_spec='shapes:train?n=2000&size=128', val_spec='shapes:val?n=200&size=128', resolution=128,
         seg_iters=4000, seg_batch_size=16, seg_crop=128, **WIDE_AVAE, text_length=32,
@@ -167,11 +170,8 @@ def _camvid_preset(scale: str, root: str | None = None) -> dict:
                                     joint_steps=1000, num=367, gen_batch_size=16)
     if scale == 'small': return dict(base, resolution=64, seg_iters=2000, avae_steps=1000, avae_crop=96, text_length=24,
                                      joint_steps=5000, num=734, gen_batch_size=16, seg_lr=8e-3, seg_augment='light')
-    if scale == 'test': return dict(base,
-        train_spec=f'camvid:{root}:train?n=6', val_spec=f'camvid:{root}:val?n=3', seg_scale=(64, 48), seg_crop=32, resolution=32,
-        seg_iters=4, seg_batch_size=2, avae_steps=4, avae_batch_size=2, avae_crop=32, avae_channels=(8, 8, 16),
-        image_codec='tiny', text_codec='tiny', text_length=8, joint_steps=4, joint_batch_size=2, joint_layers=3,
-        joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2, num_inference_steps=2, guidance_scale=2.0, n_figure=3)
+    if scale == 'test': return dict(base, **_TEST_MODELS, train_spec=f'camvid:{root}:train?n=6', val_spec=f'camvid:{root}:val?n=3',
+                                    seg_scale=(64, 48), n_figure=3)
     return dict(base, seg_scale=(480, 360), seg_crop=256, resolution=256, seg_iters=8000, seg_batch_size=8,
                 **WIDE_AVAE, joint_steps=50000, joint_batch_size=32, joint_lr=2e-4, joint_layers=13, joint_heads=8,
                 joint_head_dim=64, joint_patch=2, num=2000, gen_batch_size=32, num_inference_steps=25,
@@ -192,11 +192,6 @@ PAPER_DATASETS = dict(
                     layout="cityscapes (MMSegmentation's data/cityscapes): leftImg8bit/{train,val}/CITY/*_leftImg8bit.png and "
                            "gtFine/{train,val}/CITY/*_gtFine_labelTrainIds.png"))
 
-_TEST_MODELS = dict(seg_iters=4, seg_batch_size=2, seg_crop=32, seg_scale=(48, 32), resolution=32, avae_steps=4, avae_batch_size=2,
-                    avae_crop=32, avae_channels=(8, 8, 16), image_codec='tiny', text_codec='tiny', text_length=8, joint_steps=4,
-                    joint_batch_size=2, joint_layers=3, joint_heads=2, joint_head_dim=8, num=4, gen_batch_size=2,
-                    num_inference_steps=2, guidance_scale=2.0, n_figure=3)
-
 # MMSegmentation's DeepLabV3-R101 configs: deeplabv3_r101-d8_4xb4-40k_voc12aug-512x512, ..._4xb4-80k_coco-stuff164k-512x512,
 # ..._4xb4-80k_ade20k-512x512, ..._4xb2-80k_cityscapes-512x1024 (batch = 4 GPUs x per-GPU batch; scale is the base (w, h))
 _MMSEG_SCHEDULES = dict(voc=dict(seg_iters=40000, seg_batch_size=16, seg_crop=512, seg_scale=(2048, 512)),
@@ -211,7 +206,7 @@ def _paper_preset(data: str, scale: str, root: str | None) -> dict:
     if scale not in ('test', 'full'):
         raise ValueError(f"scale: {data} has the scales test and full (tiny and small are CPU runs of shapes and camvid), got {scale!r}")
     spec = lambda split, n=None: f"{data}:{root}:{split}" + (f"?n={n}" if n else '')
-    if scale == 'test': return dict(train_spec=spec(d['train'], 6), val_spec=spec(d['val'], 3), **_TEST_MODELS)
+    if scale == 'test': return dict(_TEST_MODELS, train_spec=spec(d['train'], 6), val_spec=spec(d['val'], 3), seg_scale=(48, 32), n_figure=3)
     epochs = lambda e, batch: math.ceil(e * d['n_train'] / batch)   # the authors' scripts count epochs; the recipe counts steps
     return dict(train_spec=spec(d['train']), val_spec=spec(d['val']), resolution=512,
                 segmenter='deeplabv3-r101', seg_augment='standard', **_MMSEG_SCHEDULES[data],
@@ -439,7 +434,6 @@ def run_recipe(data: str = 'shapes',       # a name in DATASETS: shapes, camvid,
     "Run the whole recipe (or what is left of it) and write summary.json, summary.md and the figures."
     cfg = RecipeConfig.preset(data, scale, data_root, seed=seed, **overrides)
     check_data(cfg)                                          # the data is there
-
     out = check_out_dir(out, 'recipe.json')                  # ... and the folder can take the run: all before any write
     with folder_lock(out, 'jodiff recipe', wait):
         check_run_config(out, cfg)

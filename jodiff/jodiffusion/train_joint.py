@@ -19,11 +19,11 @@ from ..core import DataError, checkpoint_dirs
 from ..data import load_dataset
 from ..encoders import ImageCodec, TextCodec, load_image_autoencoder, load_text_encoder
 from .annotation_vae import AnnotationVAE, tiny_annotation_vae
-from .joint_model import JointDiffusionTransformer, mask_latent_channels, mask_vae_scale, latent_hw
+from .joint_model import JointDiffusionTransformer, mask_latent_channels, mask_vae_scale, latent_hw, image_hw
 
 # %% auto #0
-__all__ = ['resolve_image_codec', 'resolve_text_codec', 'resolve_annotation_vae', 'image_hw', 'get_batch', 'encode_pair',
-           'measure_scales', 'make_noise_scheduler', 'joint_loss', 'train_joint']
+__all__ = ['resolve_image_codec', 'resolve_text_codec', 'resolve_annotation_vae', 'get_batch', 'encode_pair', 'measure_scales',
+           'make_noise_scheduler', 'joint_loss', 'train_joint']
 
 # %% ../../nbs/23_train_joint.ipynb #2a0de52d
 def resolve_image_codec(x) -> ImageCodec:
@@ -47,13 +47,6 @@ def resolve_annotation_vae(x,                  # an annotation VAE, 'tiny', or a
     return AnnotationVAE.from_pretrained(str(x))
 
 # %% ../../nbs/23_train_joint.ipynb #3c2a53d6
-def image_hw(resolution) -> tuple:  # one side (square), or (height, width)
-    "(height, width) in pixels of a training resolution; `ValueError` unless each is a multiple of 8."
-    h, w = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else tuple(resolution)
-    if isinstance(h, bool) or int(h) != h or int(w) != w or h % 8 or w % 8 or h < 8 or w < 8:
-        raise ValueError(f"resolution must be a multiple of 8 (or a (height, width) pair of them), got {resolution!r}")
-    return int(h), int(w)
-
 def _resize_item(item, res):
     "Resize an item's image (bilinear) and mask (nearest) to `res` (a side, or (height, width)) if needed."
     from PIL import Image
