@@ -11,8 +11,8 @@ from fastcore.docments import docments
 
 # %% auto #0
 __all__ = ['API', 'GROUPS', 'USER_ERRORS', 'command', 'api_defaults', 'registered_commands', 'build_parser', 'fail',
-           'OneLineParser', 'run', 'main', 'data_stats', 'segment_eval', 'segment_train', 'generate', 'bench_generate',
-           'bench_cli']
+           'OneLineParser', 'run', 'main', 'data_stats', 'captions', 'segment_eval', 'segment_train', 'generate',
+           'bench_generate', 'bench_cli']
 
 # %% ../nbs/90_cli.ipynb #cl000002
 class _FromAPI:
@@ -187,6 +187,20 @@ def data_stats(spec: str,               # dataset spec, e.g. 'camvid:../shared/d
     freq = class_frequencies(load_dataset(spec), max_items=max_items)
     if json: print(js.dumps(freq, indent=1))
     return freq
+
+@command('captions', api='jodiff.captions:caption_dataset')
+def captions(*, data: str,              # dataset spec to caption, e.g. 'voc:/data/VOCdevkit/VOC2012:train_aug'
+             out: str,                  # the .jsonl file (appended to; a rerun captions only what is missing)
+             model: str = 'Salesforce/blip2-opt-2.7b', # BLIP-2 hub id or folder ('tiny': a random test model)
+             batch_size: int = API,     # images per generate call
+             max_new_tokens: int = API, # caption length cap
+             prompt: str = None,        # optional text prompt, e.g. 'a photo of'
+            ) -> dict:
+    "BLIP-2 captions of a dataset's images, for `?captions=FILE` specs and `jodiff recipe --captions`."
+    from jodiff.captions import caption_dataset
+    r = caption_dataset(data, out, model, batch_size=batch_size, max_new_tokens=max_new_tokens, prompt=prompt)
+    print(json.dumps(r), flush=True)
+    return r
 
 @command('segment eval')
 def segment_eval(*, checkpoint: str,    # checkpoint file or work dir

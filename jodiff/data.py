@@ -41,8 +41,9 @@ SPEC_OPTIONS = {'n': 'take the first n items (after a seeded shuffle when `seed`
                 'level': 'shapes difficulty: hard (default) or easy (see jodiff.shapes.LEVELS)',
                 'partial': 'folder: 1 reads a folder that a run was extending when it stopped (0: refuse, the default)',
                 'prefix': 'files: keep the items whose name starts with one of these comma-separated prefixes (e.g. a CamVid sequence)',
-                'exclude': 'files: drop the items whose name starts with one of these comma-separated prefixes'}
-TEXT_OPTIONS = {'level', 'prefix', 'exclude'}   # options whose value is a name; all others are integers
+                'exclude': 'files: drop the items whose name starts with one of these comma-separated prefixes',
+                'captions': 'files: captions by item name from this .jsonl file ({"name": ..., "caption": ...} per line, e.g. `jodiff captions`)'}
+TEXT_OPTIONS = {'level', 'prefix', 'exclude', 'captions'}   # options whose value is a name; all others are integers
 
 @dataclass
 class DatasetSpec:
@@ -87,6 +88,7 @@ def parse_spec(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50&size=64', 'camvi
     for k in ('size', 'level'):
         if k in options and kind != 'shapes': raise DataError(f"dataset spec {spec!r}: option {k!r} only applies to shapes")
     if 'partial' in options and kind != 'folder': raise DataError(f"dataset spec {spec!r}: option 'partial' only applies to folder")
+    if 'captions' in options and kind == 'shapes': raise DataError(f"dataset spec {spec!r}: option 'captions' applies to file datasets, not shapes (they have their own)")
     for k in ('prefix', 'exclude'):
         if k in options and kind == 'shapes': raise DataError(f"dataset spec {spec!r}: option {k!r} applies to file datasets, not shapes")
         if k in options and not all(options[k].split(',')): raise DataError(f"dataset spec {spec!r}: option {k}={options[k]!r} has an empty prefix")
@@ -423,6 +425,15 @@ def load_shapes(split: str = 'train', n: int | None = None, size: int = 128, see
     records = [dict(name=f'{prefix}_{split_seed(split, seed + i):07d}', seed=split_seed(split, seed + i)) for i in range(n)]
     return ShapesDataset(records, get_label_space('shapes'), size=size, level=level)
 
+def _with_caption_file(ds: SegDataset, path) -> SegDataset:
+    "`ds` with each record's caption taken from the .jsonl file `path` (by item name); `DataError` if one has none."
+    p = _file(expand_path(path), 'captions file')
+    caps = {r.get('name'): r.get('caption') for r in read_jsonl(p)}
+    missing = [r['name'] for r in ds.records if not str(caps.get(r['name']) or r.get('caption') or '').strip()]
+    if missing: raise DataError(f"{p}: no caption for {len(missing)} of the {len(ds)} items (first: {missing[0]!r}); caption them with `jodiff captions`")
+    ds = copy.copy(ds); ds.records = [dict(r, caption=caps.get(r['name']) or r.get('caption')) for r in ds.records]
+    return ds
+
 LOADERS = dict(camvid=load_camvid, voc=load_voc, coco=load_coco, ade20k=load_ade20k,
                cityscapes=load_cityscapes, folder=load_folder)
 
@@ -437,6 +448,7 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
     else:
         extra = dict(partial=bool(o['partial'])) if 'partial' in o else {}
         ds = LOADERS[spec.kind](expand_path(spec.path), spec.split, **extra)
+        if 'captions' in o: ds = _with_caption_file(ds, o['captions'])
         if 'prefix' in o or 'exclude' in o:
             keep, drop = (tuple(o[k].split(',')) if k in o else None for k in ('prefix', 'exclude'))
             ds = ds.select([i for i, n in enumerate(ds.names) if (keep is None or n.startswith(keep)) and not (drop and n.startswith(drop))])

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 from .core import DataError
-from .data import load_dataset
+from .data import SegDataset, load_dataset
 
 # %% auto #0
-__all__ = ['read_prompts', 'captions_of', 'captions_from_masks', 'prompts_for']
+__all__ = ['read_prompts', 'captions_of', 'captions_from_masks', 'prompts_for', 'with_captions']
 
 # %% ../nbs/05_prompts.ipynb #a38e7093
 def read_prompts(path, # text file, one prompt per line
@@ -25,23 +25,25 @@ def read_prompts(path, # text file, one prompt per line
     return prompts
 
 # %% ../nbs/05_prompts.ipynb #pr000006
-def captions_of(spec: str, # a jodiff dataset spec
+def _ds(spec): return spec if isinstance(spec, SegDataset) else load_dataset(spec)
+
+def captions_of(spec: str | SegDataset, # a jodiff dataset spec, or the dataset
                ) -> list:  # its captions, stripped, in dataset order
     "The captions of the jodiff dataset `spec`, in its order; `DataError` if any is missing."
-    ds = load_dataset(spec)
+    ds = _ds(spec)
     recs = getattr(ds, 'records', None)
     if recs and all('caption' in r for r in recs): caps = [r['caption'] for r in recs]  # no need to read images
     else: caps = [ds[i]['caption'] for i in range(len(ds))]
     missing = sum(c is None or not str(c).strip() for c in caps)
-    if not caps or missing: raise DataError(f"{spec}: dataset has no captions for {missing or 'any'} of its {len(caps)} samples; caption it first or pass --prompts")
+    if not caps or missing: raise DataError(f"{ds.spec or spec}: dataset has no captions for {missing or 'any'} of its {len(caps)} samples; caption it first or pass --prompts")
     return [str(c).strip() for c in caps]
 
 # %% ../nbs/05_prompts.ipynb #0b2e64cb
-def captions_from_masks(spec: str,            # a jodiff dataset spec
+def captions_from_masks(spec: str | SegDataset, # a jodiff dataset spec, or the dataset
                         min_share: float = 0.01, # classes below this share of the labelled pixels are left out
                        ) -> list:             # one caption per item
     "Captions naming the classes each mask shows, largest first: 'a scene with road, sky and building'."
-    ds = load_dataset(spec)
+    ds = _ds(spec)
     sp, caps = ds.space, []
     bg = sp.names[sp.background] if sp.background is not None else None
     for i in range(len(ds)):
@@ -52,8 +54,17 @@ def captions_from_masks(spec: str,            # a jodiff dataset spec
         caps.append('a scene' if not keep else 'a scene with ' + (keep[0] if len(keep) == 1 else ', '.join(keep[:-1]) + ' and ' + keep[-1]))
     return caps
 
-def prompts_for(spec: str, # a jodiff dataset spec
+def prompts_for(spec: str | SegDataset, # a jodiff dataset spec, or the dataset
                ) -> list:  # one prompt per item
     "The captions of `spec`, or captions made from its masks when it has none."
     try: return captions_of(spec)
     except DataError: return captions_from_masks(spec)
+
+def with_captions(ds: SegDataset, # a dataset whose items may lack captions (CamVid, VOC, ADE20K, Cityscapes)
+                 ) -> tuple:      # (a copy whose every record carries its caption, where they came from: 'dataset' or 'masks')
+    "`ds` with the captions `prompts_for` gives it: its own, or made from its masks, so a model trained on it sees the prompts it is sampled with."
+    try: caps, source = captions_of(ds), 'dataset'
+    except DataError: caps, source = captions_from_masks(ds), 'masks'
+    if source == 'masks':   # file datasets read an item's caption from its record
+        ds = ds.select(range(len(ds))); ds.records = [dict(r, caption=c) for r, c in zip(ds.records, caps)]
+    return ds, source

@@ -41,3 +41,21 @@ def test_bench_refine_and_generate():
     row = g.stdout.strip().splitlines()[2].split('|')
     one, many = float(row[3]), float(row[4])
     assert one > 0 and many > 0 and 'jodiffusion tiny' in row[1]
+
+def test_recipe_plan_prints_the_stages_and_refuses_a_wrong_root_in_one_line(tmp_path):
+    "`jodiff recipe --plan`: the plan of a test run (exit 0, nothing written); with a wrong --data-root the plan, then one error line, exit 2."
+    r = run('recipe', '--data', 'shapes', '--scale', 'test', '--out', str(tmp_path / 'run'), '--plan')
+    assert '## Plan: shapes at test scale' in r.stdout and '| joint |' in r.stdout and 'No problems found.' in r.stdout
+    bad = run('recipe', '--data', 'voc', '--scale', 'full', '--data-root', str(tmp_path), '--out', str(tmp_path / 'run'), '--plan', check=False)
+    assert bad.returncode == 2 and '| joint |' in bad.stdout
+    assert bad.stderr.strip().count('\n') == 0 and re.search(r'plan: \d+ problem\(s\); first: train data:', bad.stderr) and 'VOCdevkit/VOC2012' in bad.stderr
+    assert not (tmp_path / 'run').exists()
+
+def test_captions_writes_one_line_per_item(tmp_path):
+    "`jodiff captions` with the tiny BLIP-2 on a folder without captions; `?captions=` reads them back."
+    from jodiff.data import FolderWriter, load_dataset
+    with FolderWriter(tmp_path / 'data', 'shapes') as w:
+        for k in range(2): s = load_dataset('shapes:val?n=2&size=32')[k]; w.add(f'{k}', s['image'], s['mask'])
+    r = run('captions', '--data', f'folder:{tmp_path}/data', '--out', str(tmp_path / 'caps.jsonl'), '--model', 'tiny', '--max-new-tokens', '3')
+    assert json.loads(r.stdout.strip().splitlines()[-1])['captioned'] == 2
+    assert all(it['caption'] for it in load_dataset(f'folder:{tmp_path}/data?captions={tmp_path}/caps.jsonl'))

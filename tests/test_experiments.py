@@ -51,6 +51,18 @@ def test_table1_voc_needs_its_root_then_runs_on_a_fake_one(tmp_path):
     assert len(data['per_class']['deeplabv3-r18-tiny/real']) == 21
 
 
+def test_table1_plan_checks_and_writes_nothing(tmp_path):
+    "`-p plan True` on a fake VOC root prints the plan (data counted, stages timed) and writes no table; a plan with problems fails in one line."
+    root = make_layout('voc', tmp_path / 'data')
+    out = tmp_path / 'plan.ipynb'
+    run_papermill('experiments/table1.ipynb', out, dataset='voc', data_root=root, scale='test', plan=True, output_dir=tmp_path / 'res', work_dir=tmp_path / 'work')
+    text = out.read_text()
+    assert '## Plan: voc at test scale' in text and '| joint |' in text and 'No problems found.' in text
+    assert not (tmp_path / 'res').exists() and not (tmp_path / 'work').exists()
+    bad = run_papermill('experiments/table1.ipynb', tmp_path / 'bad.ipynb', expect_ok=False, dataset='voc', data_root=tmp_path / 'data',
+                        scale='test', plan=True, output_dir=tmp_path / 'res', work_dir=tmp_path / 'work')
+    assert bad.returncode != 0 and 'problem(s); first: train data:' in bad.stdout + bad.stderr and not (tmp_path / 'res').exists()
+
 def test_study_reads_one_stored_record_per_lever(tmp_path):
     "The study notebook runs without rerunning anything, and every lever it defines has its stored record (check part only)."
     out = tmp_path / 'study.ipynb'

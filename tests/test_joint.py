@@ -56,3 +56,26 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     assert log["processes"] == 2 and len(log["losses"]) == 3
     assert (tmp_path / "pipeline" / "model_index.json").exists()
     assert json.loads((tmp_path / "pipeline" / "label_space.json").read_text())["name"] == "shapes"
+
+
+def test_train_joint_from_unidiffuser_with_accumulation_and_flip_crop(tmp_path):
+    "The paper's training path at toy size: start from (tiny) UniDiffuser weights, 2 micro-batches a step, centre crop and flips."
+    from jodiff.jodiffusion.train_joint import train_joint
+    from fake_layouts import make_layout
+    tiny_unidiffuser(0).save_pretrained(tmp_path / 'unidiffuser')
+    root = make_layout('voc', tmp_path / 'voc')          # 48 x 64 images without captions: cropped, and captioned from their masks
+    r = train_joint("tiny", "tiny", "tiny", f"voc:{root}:train_aug", tmp_path / 'run', steps=2, batch_size=2, lr=1e-3, resolution=32, init_from=tmp_path / 'unidiffuser',
+                    grad_accum=2, augment='flip_crop')
+    assert len(r['losses']) == 2 and all(np.isfinite(r['losses']))
+    assert r['model'].config.num_layers == 3 and r['model'].config.num_attention_heads == 2   # UniDiffuser's sizes, not the defaults
+    log = json.loads((tmp_path / 'run' / 'train_log.json').read_text())
+    assert (log['grad_accum'], log['augment']) == (2, 'flip_crop')
+
+
+def test_optimizer_names_are_checked_and_8bit_adam_names_its_package(monkeypatch):
+    from jodiff.jodiffusion.train_joint import make_optimizer, train_joint
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(make_optimizer(p, 'adamw', 1e-3), torch.optim.AdamW)
+    with pytest.raises(ValueError, match='optimizer must be one of adamw, adamw8bit'): train_joint(optimizer='sgd')
+    monkeypatch.setitem(sys.modules, 'bitsandbytes', None)      # as on a machine without it
+    with pytest.raises(ImportError, match="needs bitsandbytes"): make_optimizer(p, 'adamw8bit')

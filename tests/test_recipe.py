@@ -162,3 +162,36 @@ def test_paper_dataset_root_is_checked_first(tmp_path):
     with pytest.raises(ValueError, match=r'cityscapes has the scales test and full'):
         run_recipe('cityscapes', tmp_path / 'run', scale='small', data_root=str(tmp_path), log=QUIET)
     assert not (tmp_path / 'run').exists()                       # refused before anything is written
+
+
+def test_full_scale_plan_of_a_paper_dataset(tmp_path, monkeypatch):
+    "`--plan` at full scale on a (fake) VOC root: data counted, the authors' settings and hub ids listed, nothing timed on a CPU, nothing written."
+    from jodiff.jodiffusion.recipe import plan_recipe, plan_markdown
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    root = make_layout('voc', tmp_path / 'data')
+    p = plan_recipe('voc', tmp_path / 'run', scale='full', data_root=str(root), probe=False, num=10, processes=4)
+    assert p['problems'] == [], p['problems']
+    assert [r['items'] for r in p['datasets']] == [6, 3] and 'the papers train on 10582' in p['datasets'][0]['note']
+    assert {k: w['id'] for k, w in p['weights'].items()} == {
+        'image_codec': 'stabilityai/sd-vae-ft-mse', 'text_codec': 'openai/clip-vit-large-patch14', 'joint_init': 'thu-ml/unidiffuser-v1',
+        'seg_pretrained': 'open-mmlab://resnet101_v1c'}
+    joint = next(s for s in p['stages'] if s['stage'] == 'joint')
+    assert '1 x 8 accum x 4 GPU = 32 a step' in joint['settings'] and 'adamw8bit' in joint['settings'] and joint['seconds'] is None
+    assert p['settings']['avae_weight_decay'] == 0.05 and p['settings']['avae_grad_norm'] == 3.0 and p['settings']['joint_augment'] == 'flip_crop'
+    assert 'Times not measured' in plan_markdown(p)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')                     # offline, nothing cached: each hub id is a problem
+    offline = plan_recipe('voc', tmp_path / 'run', scale='full', data_root=str(root), probe=False, num=10)
+    assert sum('not in the local cache' in x for x in offline['problems']) == 3, offline['problems']
+    assert not (tmp_path / 'run').exists()
+
+
+def test_recipe_trains_on_a_captions_file(tmp_path):
+    "--captions FILE: the joint model and the prompts read the file's captions (here for a fake VOC, which has none)."
+    root = make_layout('voc', tmp_path / 'data')
+    names = load_dataset(f'voc:{root}:train_aug?n=6').names
+    caps = tmp_path / 'caps.jsonl'
+    caps.write_text(''.join(json.dumps(dict(name=n, caption=f'a photo number {k}')) + '\n' for k, n in enumerate(names)))
+    s = run_recipe('voc', tmp_path / 'run', scale='test', data_root=str(root), captions=str(caps), log=QUIET)
+    got = [json.loads(l)['caption'] for l in (tmp_path / 'run' / 'synthetic' / 'captions.jsonl').read_text().splitlines()]
+    assert got and all(c.startswith('a photo number ') for c in got), got
+    assert s['config']['captions'] == str(caps)

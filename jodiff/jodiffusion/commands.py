@@ -29,12 +29,25 @@ def recipe(*, data: str = API,          # dataset: shapes (embedded), camvid (sh
            steps_avae: int = None,      # annotation VAE training steps (default per preset)
            seg_iters: int = None,       # iterations of each segmenter run (default per preset)
            resolution: _size = None,    # generated images: side N or HEIGHTxWIDTH, e.g. 72x96 (default per preset)
+           captions: str = None,        # captions .jsonl of the training images (from `jodiff captions`; default: their own or mask-made)
+           joint_init: str = None,      # start the joint model from this UniDiffuser hub id or folder (full presets: thu-ml/unidiffuser-v1)
+           joint_grad_accum: int = None, # micro-batches per joint step (default per preset)
+           plan: bool = False,          # check data, weights, folder and disk, print each stage with a measured time estimate, run nothing
+           probe: bool = False,         # with --plan at full scale on a CPU: time the networks on this CPU anyway
+           processes: int = 1,          # with --plan: the GPUs the run will use (accelerate launch --num_processes)
            wait: bool = False,          # if another run is writing into --out, wait for it to finish (else stop at once)
           ) -> dict:
     "The whole JoDiffusion recipe at small scale: real-only segmenter, annotation VAE, joint model, synthetic set, synthetic-only segmenter, comparison."
-    from jodiff.jodiffusion.recipe import run_recipe
-    overrides = dict(num=num, joint_steps=steps_joint, avae_steps=steps_avae, seg_iters=seg_iters, resolution=resolution)
-    return run_recipe(data, out, scale=scale, seed=seed, data_root=data_root, wait=wait, **{k: v for k, v in overrides.items() if v is not None})
+    from jodiff.jodiffusion.recipe import run_recipe, plan_recipe, plan_markdown
+    overrides = dict(num=num, joint_steps=steps_joint, avae_steps=steps_avae, seg_iters=seg_iters, resolution=resolution,
+                     captions=captions, joint_init=joint_init, joint_grad_accum=joint_grad_accum)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if plan:
+        p = plan_recipe(data, out, scale=scale, seed=seed, data_root=data_root, probe=probe or None, processes=processes, **overrides)
+        print(plan_markdown(p), flush=True)
+        if p['problems']: raise ValueError(f"plan: {len(p['problems'])} problem(s); first: {p['problems'][0]}")
+        return p
+    return run_recipe(data, out, scale=scale, seed=seed, data_root=data_root, wait=wait, **overrides)
 
 # %% ../../nbs/91_jodiffusion_commands.ipynb #jc000006
 def _ints(s: str) -> tuple: return tuple(int(x) for x in s.split(',') if x.strip())
@@ -57,6 +70,8 @@ def avae(*, train: str,                 # training masks: dataset spec or save_m
          latent_channels: int = None,   # mask latent channels (default: the model's, 4)
          norm_num_groups: int = None,   # GroupNorm groups (default: the model's, none)
          mixed_precision: str = None,   # no, bf16 or fp16 (default: accelerate's)
+         weight_decay: float = API,     # AdamW weight decay (the authors': 0.05)
+         max_grad_norm: float = API,    # gradient clipping (0: none; the authors': 3)
          curve: bool = False,           # also score every kept checkpoint
          quiet: bool = False,           # no progress bar
         ) -> dict:
@@ -67,6 +82,7 @@ def avae(*, train: str,                 # training masks: dataset spec or save_m
     return train_and_score(train, out_dir, val=val, curve=curve, steps=steps, batch_size=batch_size, lr=lr, crop=crop,
                            class_uniform=class_uniform, seed=seed, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
                            hard_fraction=hard_fraction, mixed_precision=mixed_precision, progress=not quiet,
+                           weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                            **{k: v for k, v in model.items() if v is not None})
 
 # %% ../../nbs/91_jodiffusion_commands.ipynb #jc000007
@@ -86,6 +102,12 @@ def joint(*, dataset: str = API,        # training data spec (images, masks, cap
           model_kwargs: str = '{}',     # JSON config overrides of a new model, e.g. '{"num_layers": 7}'
           mask_weight: float = None,    # per-modality loss, mask weighted this much (default: one joint MSE)
           snr_gamma: float = None,      # Min-SNR-gamma loss weighting, e.g. 5 (default: off)
+          init_from: str = None,        # start a new model from this UniDiffuser hub id or folder, e.g. thu-ml/unidiffuser-v1
+          grad_accum: int = API,        # micro-batches of --batch-size per step and process (effective batch: batch x accum x processes)
+          optimizer: str = API,         # adamw, or adamw8bit (bitsandbytes: pip install -e '.[gpu]'; the authors')
+          augment: str = API,           # resize, or flip_crop (the authors' centre crop and random flip)
+          max_grad_norm: float = API,   # gradient clipping (0: none)
+          mixed_precision: str = API,   # no, fp16 or bf16
           no_resume: bool = False,      # start over even if out_dir holds checkpoints
           no_pipeline: bool = False,    # do not assemble a pipeline under out_dir/pipeline
           cpu: bool = False,            # train on the CPU even when a GPU is there
@@ -102,7 +124,9 @@ def joint(*, dataset: str = API,        # training data spec (images, masks, cap
     avae = resolve_annotation_vae(annotation_vae, seed, space.num_classes)
     r = train_joint(icodec, tcodec, avae, dataset, out_dir, steps=steps, batch_size=batch_size, lr=lr, resolution=resolution,
                     cond_drop=cond_drop, seed=seed, model_kwargs=json.loads(model_kwargs), checkpoint_every=checkpoint_every,
-                    resume=not no_resume, cpu=cpu, mask_weight=mask_weight, snr_gamma=snr_gamma)
+                    resume=not no_resume, cpu=cpu, mask_weight=mask_weight, snr_gamma=snr_gamma, init_from=init_from,
+                    grad_accum=grad_accum, optimizer=optimizer, augment=augment, max_grad_norm=max_grad_norm,
+                    mixed_precision=mixed_precision)
     if not no_pipeline and PartialState().is_main_process:
         pipe = JoDiffusionPipeline.from_components(r['model'], icodec, tcodec, avae)
         pipe.save_pretrained(str(Path(out_dir) / 'pipeline')); save_label_space(Path(out_dir) / 'pipeline', space)

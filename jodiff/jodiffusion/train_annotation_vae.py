@@ -151,14 +151,15 @@ def _new_vae(n_classes: int, seed: int, crop: int, model_kwargs: dict) -> Annota
     if crop % vae.downsample_factor: raise ValueError(f"train_annotation_vae: crop must be a multiple of {vae.downsample_factor}, got {crop}")
     return vae
 
-def _prepare(vae, out: Path, lr: float, steps: int, mixed_precision):
+def _prepare(vae, out: Path, lr: float, steps: int, mixed_precision, weight_decay: float = 0.0):
     "The accelerator, and the model, optimiser (AdamW) and cosine schedule (short warm-up) it prepared."
     acc = Accelerator(project_config=ProjectConfiguration(project_dir=str(out)), mixed_precision=mixed_precision)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=weight_decay)
     sched = get_scheduler("cosine", opt, num_warmup_steps=min(100, steps // 10), num_training_steps=steps)
     return (acc, *acc.prepare(vae, opt, sched))
 
-def _optimise(acc, model, opt, sched, batch_of, start, steps, history, seconds_before, out, checkpoint_every, keep, hard_fraction, progress):
+def _optimise(acc, model, opt, sched, batch_of, start, steps, history, seconds_before, out, checkpoint_every, keep, hard_fraction, progress,
+              max_grad_norm: float = 1.0):
     "Steps `start`..`steps`-1, one batch `batch_of(step)` each, with checkpoints; appends to and returns `history`."
     t0, ig = time.perf_counter(), acc.unwrap_model(model).config.ignore_index
     model.train()
@@ -167,7 +168,7 @@ def _optimise(acc, model, opt, sched, batch_of, start, steps, history, seconds_b
         batch = batch_of(step).to(acc.device)
         loss = annotation_loss(model(batch), batch, ig, hard_fraction)
         acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
+        if max_grad_norm: acc.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step(); sched.step(); opt.zero_grad()
         history.append(loss.item())
         bar.update(1); bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
@@ -191,6 +192,8 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
                          progress: bool = True,     # show a tqdm bar
                          hard_fraction: float = 1.0,# cross-entropy over this fraction of hardest pixels (`annotation_loss`)
                          mixed_precision: str | None = None, # 'bf16', 'fp16' or 'no'; default: accelerate's (env/config)
+                         weight_decay: float = 0.0, # AdamW weight decay (the authors': 0.05)
+                         max_grad_norm: float = 1.0,# gradient clipping (0: none; the authors': 3)
                          **model_kwargs,            # AnnotationVAE config (latent_channels, block_out_channels, ...)
                         ) -> AnnotationVAE:         # the trained model (eval mode), `scaling_factor` set, `.history` = losses
     "Train an AnnotationVAE with cross-entropy on random crops, with checkpoints and resume (accelerate)."
@@ -201,16 +204,16 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     index = _class_index(masks, n_classes) if class_uniform > 0 else None
     vae = _new_vae(n_classes, seed, crop, model_kwargs)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    acc, model, opt, sched = _prepare(vae, out, lr, steps, mixed_precision)
+    acc, model, opt, sched = _prepare(vae, out, lr, steps, mixed_precision, weight_decay)
     start, history, before = _resume(acc, out)
     batch_of = lambda step: _crop_batch(masks, step, seed, batch_size, crop, vae.config.ignore_index, class_uniform, index)
     history, seconds = _optimise(acc, model, opt, sched, batch_of, start, steps, history, before, out, checkpoint_every,
-                                 keep_checkpoints, hard_fraction, progress)
+                                 keep_checkpoints, hard_fraction, progress, max_grad_norm)
     vae = acc.unwrap_model(model).eval()
     _set_scaling_factor(vae, masks, seed, batch_size, crop)
     vae.save_pretrained(out / "final")
     log = _train_log(vae, acc, history, start, seconds, steps=steps, batch_size=batch_size, crop=crop,
-                     lr=lr, class_uniform=class_uniform, hard_fraction=hard_fraction, seed=seed)
+                     lr=lr, class_uniform=class_uniform, hard_fraction=hard_fraction, seed=seed, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
     (out / "train_log.json").write_text(json.dumps(log, indent=1))
     vae.history = history
     return vae

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/23_train_joint.ipynb #tj000002
 from __future__ import annotations
-import json, time
+import contextlib, json, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -17,13 +17,14 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from ..core import DataError, checkpoint_dirs
 from ..data import load_dataset
+from ..prompts import with_captions
 from ..encoders import ImageCodec, TextCodec, load_image_autoencoder, load_text_encoder
 from .annotation_vae import AnnotationVAE, tiny_annotation_vae
 from .joint_model import JointDiffusionTransformer, mask_latent_channels, mask_vae_scale, latent_hw, image_hw
 
 # %% auto #0
-__all__ = ['resolve_image_codec', 'resolve_text_codec', 'resolve_annotation_vae', 'get_batch', 'encode_pair', 'measure_scales',
-           'make_noise_scheduler', 'joint_loss', 'train_joint']
+__all__ = ['JOINT_AUGMENTS', 'OPTIMIZERS', 'resolve_image_codec', 'resolve_text_codec', 'resolve_annotation_vae', 'get_batch',
+           'encode_pair', 'measure_scales', 'make_noise_scheduler', 'joint_loss', 'make_optimizer', 'train_joint']
 
 # %% ../../nbs/23_train_joint.ipynb #2a0de52d
 def resolve_image_codec(x) -> ImageCodec:
@@ -47,20 +48,29 @@ def resolve_annotation_vae(x,                  # an annotation VAE, 'tiny', or a
     return AnnotationVAE.from_pretrained(str(x))
 
 # %% ../../nbs/23_train_joint.ipynb #3c2a53d6
-def _resize_item(item, res):
-    "Resize an item's image (bilinear) and mask (nearest) to `res` (a side, or (height, width)) if needed."
+JOINT_AUGMENTS = ('resize', 'flip_crop')   # squeeze to the resolution; or the authors' resize-short-side, centre crop, random flip
+
+def _resize_item(item, res, augment: str = 'resize', flip: bool = False):
+    "An item's image (bilinear) and mask (nearest) at `res` (a side, or (height, width)): squeezed, or short side resized then centre-cropped; flipped."
     from PIL import Image
     h, w = image_hw(res)
     im, mk = np.asarray(item["image"]), np.asarray(item["mask"])
-    if im.shape[:2] != (h, w):
+    H, W = im.shape[:2]
+    if augment == 'flip_crop' and (H, W) != (h, w):
+        s = max(h / H, w / W); size = (max(h, round(H * s)), max(w, round(W * s)))
+        im, mk = (np.asarray(Image.fromarray(a).resize(size[::-1], m)) for a, m in ((im, Image.BILINEAR), (mk, Image.NEAREST)))
+        y, x = (size[0] - h) // 2, (size[1] - w) // 2
+        im, mk = im[y:y + h, x:x + w], mk[y:y + h, x:x + w]
+    elif (H, W) != (h, w):
         im = np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR))
         mk = np.asarray(Image.fromarray(mk).resize((w, h), Image.NEAREST))
-    return im, mk
+    return (im[:, ::-1], mk[:, ::-1]) if flip else (im, mk)
 
-def get_batch(ds, idx, res):
-    "Images (uint8 B,H,W,3), masks (long B,H,W) and captions of dataset items `idx`."
-    items = [ds[int(i)] for i in idx]
-    ims, mks = zip(*[_resize_item(it, res) for it in items])
+def get_batch(ds, idx, res, augment: str = 'resize', flips=None):
+    "Images (uint8 B,H,W,3), masks (long B,H,W) and captions of dataset items `idx` (`augment`: a name in `JOINT_AUGMENTS`; `flips`: one bool per item)."
+    if augment not in JOINT_AUGMENTS: raise ValueError(f"augment must be one of {', '.join(JOINT_AUGMENTS)}, got {augment!r}")
+    items, flips = [ds[int(i)] for i in idx], flips if flips is not None else [False] * len(idx)
+    ims, mks = zip(*[_resize_item(it, res, augment, bool(f)) for it, f in zip(items, flips)])
     return np.stack(ims), torch.from_numpy(np.stack(mks).astype(np.int64)), [it.get("caption") or "" for it in items]
 
 @torch.no_grad()
@@ -116,20 +126,35 @@ def joint_loss(model,                    # the joint model (`JointDiffusionTrans
     return _weighted_mse(pred, torch.cat([ni.flatten(1), nm.flatten(1)], 1), w)
 
 # %% ../../nbs/23_train_joint.ipynb #e7f3fd8f
-def _dataset(dataset):
-    "A dataset from a spec (or itself); `DataError` when it is empty."
+def _dataset(dataset, say=print):
+    "A dataset from a spec (or itself) with captions (`with_captions`); `DataError` when it is empty."
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     if len(ds) == 0: raise DataError(f"dataset {dataset}: no items")
+    ds, source = with_captions(ds)
+    if source == 'masks': say(f"{dataset}: no captions; training on captions made from its masks (pass ?captions=FILE for others)")
     return ds
 
-def _new_model(icodec, tcodec, avae, ds, resolution: int, seed: int, model_kwargs: dict | None) -> JointDiffusionTransformer:
-    "A fresh seeded model fitted to the codecs, with `image_scale` / `mask_scale` measured on `ds`."
+def _new_model(icodec, tcodec, avae, ds, resolution: int, seed: int, model_kwargs: dict | None, init_from=None) -> JointDiffusionTransformer:
+    "A fresh seeded model fitted to the codecs (or UniDiffuser's weights, `init_from`), with `image_scale` / `mask_scale` measured on `ds`."
     si, sm = measure_scales(icodec, avae, ds, resolution)
+    torch.manual_seed(seed)
+    if init_from is not None:   # the paper's start: UniDiffuser-v1 with the mask path added (its text, image and time parts reused)
+        return JointDiffusionTransformer.from_unidiffuser(init_from, mask_channels=mask_latent_channels(avae), text_dim=tcodec.dim,
+                                                          num_text_tokens=tcodec.max_length, image_scale=si, mask_scale=sm)
     h, w = image_hw(resolution)
     cfg = dict(sample_size=h // 8 if h == w else [h // 8, w // 8], in_channels=icodec.latent_channels, mask_channels=mask_latent_channels(avae),
                text_dim=tcodec.dim, num_text_tokens=tcodec.max_length, image_scale=si, mask_scale=sm)
-    torch.manual_seed(seed)
     return JointDiffusionTransformer(**{**cfg, **(model_kwargs or {})})
+
+OPTIMIZERS = ('adamw', 'adamw8bit')   # torch's AdamW; bitsandbytes' 8-bit AdamW (GPU; the authors')
+
+def make_optimizer(params, name: str = 'adamw', lr: float = 1e-4, weight_decay: float = 0.0):
+    "The optimiser `name` (a name in `OPTIMIZERS`); `ImportError` naming the package when 8-bit Adam's is missing."
+    if name not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    if name == 'adamw': return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    try: import bitsandbytes as bnb
+    except ImportError: raise ImportError("optimizer 'adamw8bit' needs bitsandbytes: pip install -e '.[gpu]' (or pip install bitsandbytes)") from None
+    return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
 
 def _check_fits(model, resolution: int, tcodec):
     "`ValueError` unless the model's latent side and text shape fit the resolution and the text encoder."
@@ -145,12 +170,13 @@ def _resume_step(acc, out_dir: Path, resume: bool) -> int:
     acc.load_state(str(cks[-1])); acc.print(f"resumed from {cks[-1].name}")
     return int(cks[-1].name.split("-")[1])
 
-def _batch_latents(ds, step, seed, batch_size, acc, resolution, icodec, tcodec, avae, cfg):
+def _batch_latents(ds, step, seed, batch_size, acc, resolution, icodec, tcodec, avae, cfg, augment='resize'):
     "This process's share of the batch of `step` (a pure function of seed and step), encoded."
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     W, rank = acc.num_processes, acc.process_index
     idx = torch.randint(0, len(ds), (batch_size * W,), generator=g)[rank * batch_size:(rank + 1) * batch_size]
-    ims, mks, caps = get_batch(ds, idx, resolution)
+    flips = (torch.rand(batch_size * W, generator=g) < 0.5)[rank * batch_size:(rank + 1) * batch_size] if augment == 'flip_crop' else None
+    ims, mks, caps = get_batch(ds, idx, resolution, augment, flips)
     zi, zm = encode_pair(icodec, avae, ims, mks, cfg.image_scale, cfg.mask_scale)
     return zi, zm, tcodec.encode(caps)
 
@@ -172,11 +198,12 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                 out_dir: str | Path = "runs/joint", # checkpoints, transformer/, scheduler/, train_log.json
                 steps: int = 100,                # optimisation steps (global)
                 batch_size: int = 8,             # per process
-                lr: float = 1e-4,                # AdamW learning rate
+                lr: float = 1e-4,                # learning rate
                 resolution: int | tuple = 64,    # image side, or (height, width); multiples of 8
                 cond_drop: float = 0.1,          # caption dropout for classifier-free guidance
                 seed: int = 0,                   # seeds the model, the batches and the noise
-                model=None,                      # JointDiffusionTransformer, folder, or None (new, from model_kwargs)
+                model=None,                      # JointDiffusionTransformer, folder, or None (new, from model_kwargs or init_from)
+                init_from=None,                  # a UniDiffuser hub id/folder (e.g. 'thu-ml/unidiffuser-v1') to start a new model from
                 model_kwargs: dict | None = None,  # config overrides for a new model (patch_size, depth, heads...)
                 checkpoint_every: int = 0,       # save resumable state every N steps (0: only at the end)
                 resume: bool = True,             # continue from the latest checkpoint in out_dir
@@ -185,6 +212,9 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                 warmup_steps: int = 0,           # linear learning-rate warm-up
                 snr_gamma: float | None = None,  # Min-SNR-gamma loss weighting (None: off; 5 is the usual value)
                 weight_decay: float = 0.0,       # AdamW weight decay
+                grad_accum: int = 1,             # micro-batches of `batch_size` per optimisation step
+                optimizer: str = "adamw",        # a name in OPTIMIZERS ('adamw8bit': bitsandbytes, the authors')
+                augment: str = "resize",         # a name in JOINT_AUGMENTS ('flip_crop': the authors' centre crop and random flip)
                 mixed_precision: str = "no",     # accelerate's mixed precision ('no', 'fp16', 'bf16')
                 cpu: bool = False,               # force CPU even if a GPU is present
                 log_every: int = 10,             # steps between loss updates of the progress bar
@@ -192,44 +222,54 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
     "Train the joint image+mask denoiser with accelerate; returns losses and timings."
     image_hw(resolution)   # ValueError unless multiples of 8
     if not 0 <= cond_drop < 1: raise ValueError(f"cond_drop must be in [0, 1), got {cond_drop}")
+    if not (isinstance(grad_accum, int) and grad_accum >= 1): raise ValueError(f"grad_accum must be an int >= 1, got {grad_accum!r}")
+    if optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if augment not in JOINT_AUGMENTS: raise ValueError(f"augment must be one of {', '.join(JOINT_AUGMENTS)}, got {augment!r}")
     out_dir, cpu = Path(out_dir), cpu or not torch.cuda.is_available()  # on a CPU-only host multi-process launches use gloo
     acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(out_dir)))
-    ds = _dataset(dataset)
+    ds = _dataset(dataset, acc.print)
     icodec, tcodec = resolve_image_codec(image_codec), resolve_text_codec(text_codec)
     avae = resolve_annotation_vae(annotation_vae, seed, getattr(getattr(ds, "space", None), "num_classes", 8))
     for mod in (icodec.vae, tcodec.model, avae): mod.requires_grad_(False).eval().to(acc.device)
     if isinstance(model, (str, Path)): model = JointDiffusionTransformer.from_pretrained(str(model))
-    model = model if model is not None else _new_model(icodec, tcodec, avae, ds, resolution, seed, model_kwargs)
+    model = model if model is not None else _new_model(icodec, tcodec, avae, ds, resolution, seed, model_kwargs, init_from)
     _check_fits(model, resolution, tcodec)
-    return _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, steps, batch_size, lr, resolution, cond_drop, seed, checkpoint_every,
-                       resume, max_grad_norm, mask_weight, warmup_steps, snr_gamma, weight_decay, log_every)
+    o = dict(steps=steps, batch_size=batch_size, lr=lr, resolution=resolution, cond_drop=cond_drop, seed=seed, checkpoint_every=checkpoint_every,
+             resume=resume, max_grad_norm=max_grad_norm, mask_weight=mask_weight, warmup_steps=warmup_steps, snr_gamma=snr_gamma,
+             weight_decay=weight_decay, grad_accum=grad_accum, optimizer=optimizer, augment=augment, log_every=log_every)
+    return _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o)
 
 # %% ../../nbs/23_train_joint.ipynb #tj000013
-def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, steps, batch_size, lr, resolution, cond_drop, seed,
-                checkpoint_every, resume, max_grad_norm, mask_weight, warmup_steps, snr_gamma, weight_decay, log_every) -> dict:
-    "The optimisation steps of `train_joint`, from the last checkpoint on."
-    c, sched = model.config, make_noise_scheduler()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sch = get_scheduler("constant_with_warmup", opt, num_warmup_steps=warmup_steps)  # diffusers' linear warm-up, then constant
+def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o: dict) -> dict:
+    "The optimisation steps of `train_joint` (its settings in `o`), from the last checkpoint on."
+    c, sched, steps, A, seed = model.config, make_noise_scheduler(), o['steps'], o['grad_accum'], o['seed']
+    opt = make_optimizer(model.parameters(), o['optimizer'], o['lr'], o['weight_decay'])
+    sch = get_scheduler("constant_with_warmup", opt, num_warmup_steps=o['warmup_steps'])  # diffusers' linear warm-up, then constant
     model, opt, sch = acc.prepare(model, opt, sch)
-    step = _resume_step(acc, out_dir, resume)
+    step = _resume_step(acc, out_dir, o['resume'])
     null, W, rank, losses, t0 = tcodec.null().to(acc.device), acc.num_processes, acc.process_index, [], time.time()
     bar = tqdm(range(step, steps), initial=step, total=steps, disable=not acc.is_local_main_process, desc="joint", mininterval=2)
     model.train()
     for step in bar:
-        zi, zm, txt = _batch_latents(ds, step, seed, batch_size, acc, resolution, icodec, tcodec, avae, c)
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
-        with acc.autocast(): loss = joint_loss(model, zi, zm, txt, null, sched, gen, cond_drop, mask_weight, snr_gamma)
-        acc.backward(loss)
-        if max_grad_norm: acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+        total = 0.0
+        for j in range(A):   # micro-batch m = step * A + j: batches and noise depend on (seed, m) only
+            m = step * A + j
+            zi, zm, txt = _batch_latents(ds, m, seed, o['batch_size'], acc, o['resolution'], icodec, tcodec, avae, c, o['augment'])
+            gen = torch.Generator().manual_seed((seed * 1_000_003 + m) * 64 + rank)
+            with acc.no_sync(model) if j < A - 1 else contextlib.nullcontext():
+                with acc.autocast(): loss = joint_loss(model, zi, zm, txt, null, sched, gen, o['cond_drop'], o['mask_weight'], o['snr_gamma'])
+                acc.backward(loss / A)
+            total += loss.detach() / A
+        if o['max_grad_norm']: acc.clip_grad_norm_(model.parameters(), o['max_grad_norm'])
         opt.step(); sch.step(); opt.zero_grad()
-        losses.append(acc.gather(loss.detach()[None]).mean().item())
-        if acc.is_local_main_process and (step % log_every == 0 or step == steps - 1): bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+        losses.append(acc.gather(total[None]).mean().item())
+        if acc.is_local_main_process and (step % o['log_every'] == 0 or step == steps - 1): bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if o['checkpoint_every'] and (step + 1) % o['checkpoint_every'] == 0 and step + 1 < steps:
             acc.save_state(str(out_dir / f"checkpoint-{step + 1}"))
     dt, n = time.time() - t0, len(losses)
     acc.wait_for_everyone()
-    speed = n * batch_size * W / max(dt, 1e-9)
-    _save_final(acc, model, out_dir, steps, dict(steps=steps, steps_this_run=n, losses=losses, seconds=dt, processes=W, samples_per_s=speed))
+    speed = n * o['batch_size'] * A * W / max(dt, 1e-9)
+    _save_final(acc, model, out_dir, steps, dict(steps=steps, steps_this_run=n, losses=losses, seconds=dt, processes=W, samples_per_s=speed,
+                                                 grad_accum=A, optimizer=o['optimizer'], augment=o['augment']))
     acc.wait_for_everyone(); acc.end_training()
     return dict(losses=losses, seconds=dt, processes=W, model=acc.unwrap_model(model), samples_per_s=speed)
