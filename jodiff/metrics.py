@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .core import DataError
 
 # %% auto #0
-__all__ = ['IoUMeter', 'compute_miou', 'seen_unseen', 'mask_colour_r2', 'iou_table']
+__all__ = ['IoUMeter', 'compute_miou', 'seen_unseen', 'mask_colour_r2', 'tff', 'iou_table']
 
 # %% ../nbs/02_metrics.ipynb #fe6c68f6
 def _as_ids(x,          # array or tensor of class ids
@@ -167,6 +167,18 @@ def mask_colour_r2(images,                 # sequence of (H,W,3) uint8 images
             within += float((s2[nz] - s[nz] ** 2 / n[nz]).sum())
             total += float((x[:, ch] ** 2).sum() - x[:, ch].sum() ** 2 / len(x))
     return float('nan') if total <= 0 else 100.0 * (1.0 - within / total)
+
+# %% ../nbs/02_metrics.ipynb #mt0tff02
+def tff(maps,  # (K, ...) the maps of one sample at K timesteps, values in [0, 1]: per-class soft maps or one-hot masks
+       ) -> float:  # mean absolute deviation from the mean over the K maps (0: the same map at every step)
+    "FreeGen's Temporal Fluctuation Factor (Eq. 4) of one sample's maps read at K timesteps."
+    if hasattr(maps, 'detach') and hasattr(maps, 'cpu'): maps = maps.detach().float().cpu().numpy()
+    a = np.asarray(maps, dtype=np.float64)
+    if a.ndim < 2 or a.shape[0] < 1 or a.size == 0:
+        raise ValueError(f"tff: maps must have shape (K, ...) with K >= 1 and at least one value, got shape {a.shape}")
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise ValueError(f"tff: maps must hold finite values in [0, 1], got min {np.nanmin(a):.3g}, max {np.nanmax(a):.3g}")
+    return float(np.abs(a - a.mean(axis=0)).mean())
 
 # %% ../nbs/02_metrics.ipynb #07c3582f
 def _fmt(v, digits):
