@@ -12,7 +12,7 @@ from fastcore.docments import docments
 # %% auto #0
 __all__ = ['API', 'GROUPS', 'USER_ERRORS', 'command', 'api_defaults', 'registered_commands', 'build_parser', 'fail',
            'OneLineParser', 'run', 'main', 'data_stats', 'captions', 'segment_eval', 'segment_train', 'generate',
-           'bench_generate', 'bench_cli']
+           'bench_generate', 'bench_attention', 'bench_cli']
 
 # %% ../nbs/90_cli.ipynb #cl000002
 class _FromAPI:
@@ -292,6 +292,25 @@ def bench_generate(*, method: str = API, # the generation method
     print(f"| pipeline | steps | batch 1 (pairs/s) | batch {batch_size} (pairs/s) | speed-up | load (1 min) |\n|---|---|---|---|---|---|\n"
           f"| {model or method + ' tiny (random)'} | {steps} | {one:.2f} | {many:.2f} | {many / one:.2f}x | {os.getloadavg()[0]:.2f} |")
     return dict(batch1_pairs_per_s=one, batched_pairs_per_s=many, speedup=many / one)
+
+# %% ../nbs/90_cli.ipynb #cl000012a
+@command('bench attention', api='jodiff.attention:bench_attention')
+def bench_attention(*, unet: str = API,  # small (CPU-sized, 32x32 latents) or sd2.1-base (random weights, 64x64 latents)
+                    steps: int = API,     # UNet calls per timing
+                    repeats: int = API,   # timings of each setting, alternating (the median is shown)
+                    batch: int = API,     # samples (the UNet sees twice as many: classifier-free guidance)
+                    seed: int = API,      # seed of the random weights and inputs
+                   ) -> dict:
+    "Seconds per UNet step without attention capture (the reference), with Dataset Diffusion's capture and with all of it, in one process."
+    from jodiff.attention import bench_attention as bench
+    r = bench(unet=unet, steps=steps, repeats=repeats, batch=batch, seed=seed)
+    mib = lambda b: '-' if b is None else f"{b / 2**20:.1f}"
+    print(f"{r['unet']} UNet ({r['params'] / 1e6:.1f}M parameters, {r['dtype']}) on {r['device']}, {r['latent']}x{r['latent']} latents, "
+          f"batch {r['batch']} x 2 (guidance), {r['steps']} steps, median of {r['repeats']}; load (1 min) {r['load']}\n"
+          "| capture | s / step | vs reference | store (MiB) | peak GPU memory (MiB) |\n|---|---|---|---|---|")
+    for k, s in r['seconds_per_step'].items():
+        print(f"| {k} | {s:.4f} | {r['ratio'][k]:.2f}x | {mib(r['memory'][k]['store_bytes'])} | {mib(r['memory'][k]['peak_bytes'])} |")
+    return r
 
 # %% ../nbs/90_cli.ipynb #cl000013
 def _seconds(cmd: list, repeats: int) -> float:
