@@ -1,7 +1,6 @@
-"""The Image2Mask baselines: masks read from a text-to-image model's attention.
+"""The Image2Mask baselines: masks read from a text-to-image host's attention (`jodiff.text2image`, `jodiff.attention`).
 
-`dataset_diffusion.read_masks` (Dataset Diffusion: A_s^4 A_c with an ignore band) and `diffumask.read_masks`
-(DiffuMask: multi-resolution cross-attention against a background level) are built (`nbs/30_dataset_diffusion`,
-`nbs/31_diffumask`); the text-to-image host, the attention capture and the generation pipelines that feed them are
-not built yet.
+`dataset_diffusion` (Dataset Diffusion: A_s^4 A_c of a read-out-only class prompt, with an ignore band; its pipeline
+is registered as `jodiff generate --method dataset-diffusion`) and `diffumask` (DiffuMask: multi-resolution
+cross-attention against a background level). Training the host at small scale is not built yet.
 """

@@ -4,11 +4,21 @@
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000002
 from __future__ import annotations
+import re
+from dataclasses import dataclass
 import numpy as np
 import torch
+import torch.nn.functional as F
+from diffusers.utils import BaseOutput
+from fastcore.basics import patch
+from ..attention import AttentionStore, capture_attention
+from ..core import get_label_space
+from ..metrics import tff
+from ..text2image import Text2ImagePipeline, _as_lists, tiny_text2image
 
 # %% auto #0
-__all__ = ['dd_prompts', 'entity_maps', 'read_masks']
+__all__ = ['dd_prompts', 'entity_maps', 'refined_maps', 'label_pixels', 'read_masks', 'DatasetDiffusionPipelineOutput',
+           'prompt_classes', 'class_token_groups', 'DatasetDiffusionPipeline']
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000006
 def dd_prompts(caption: str,       # the image's caption
@@ -42,6 +52,38 @@ def entity_maps(token_maps,     # (N, T) cross-attention of one sample over the 
     return torch.stack(cols, 1) if cols else A.new_zeros((A.shape[0], 0))
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000012
+def refined_maps(self_attn,          # (N, N) self-attention of one sample at r x r, rows summing to 1
+                 cross_attn,         # (N, K) its class maps at the same resolution
+                 tau: int = 4,       # power of the self-attention
+                ) -> torch.Tensor:   # (K, r, r) float64 in [0, 1]: per class A_s^tau @ A_c, min-max normalised (a flat map: 0)
+    "Dataset Diffusion's per-class maps before thresholding."
+    S, C = _tensor(self_attn, 'self_attn'), _tensor(cross_attn, 'cross_attn')
+    if S.ndim != 2 or S.shape[0] != S.shape[1]: raise ValueError(f"self_attn must be (N, N), got shape {tuple(S.shape)}")
+    N, r = S.shape[0], int(round(S.shape[0] ** 0.5))
+    if r * r != N: raise ValueError(f"self_attn: N = {N} is not a square r*r (one r x r attention resolution)")
+    if C.ndim != 2 or C.shape[0] != N: raise ValueError(f"cross_attn must be (N, K) = ({N}, K), got shape {tuple(C.shape)}")
+    if not (isinstance(tau, int) and tau >= 1): raise ValueError(f"tau must be an int >= 1, got {tau!r}")
+    if not (torch.isfinite(S).all() and torch.isfinite(C).all()): raise ValueError("self_attn and cross_attn must be finite")
+    refined = torch.linalg.matrix_power(S, tau) @ C     # (N, K)
+    lo, hi = refined.min(0).values, refined.max(0).values
+    span = hi - lo
+    norm = torch.where(span > 0, (refined - lo) / span.clamp_min(1e-300), torch.zeros_like(refined))
+    return norm.T.reshape(-1, r, r)
+
+def label_pixels(maps,                     # (K, h, w) per-class maps in [0, 1]
+                 threshold: float = 0.6,   # a pixel takes its best class where that class's map reaches this
+                 uncertainty: float = 0.5, # ... and is ignored (255) where it lies in [uncertainty, threshold)
+                ) -> np.ndarray:           # (h, w) uint8: 0 background, k+1 for class k, 255 ignore
+    "Dataset Diffusion's thresholds: best class above `threshold`, ignore in the band below it, background elsewhere."
+    if not 0 <= uncertainty <= threshold <= 1: raise ValueError(f"need 0 <= uncertainty <= threshold <= 1, got {uncertainty}, {threshold}")
+    m = _tensor(maps, 'maps')
+    mask = np.zeros(tuple(m.shape[1:]), np.uint8)
+    if m.shape[0] == 0: return mask
+    best, cls = (t.numpy() for t in m.max(0))
+    mask[best >= threshold] = (cls[best >= threshold] + 1).astype(np.uint8)
+    mask[(best >= uncertainty) & (best < threshold)] = 255
+    return mask
+
 def read_masks(self_attn,             # (N, N) self-attention of one sample at r x r (N = r*r), rows summing to 1; numpy or torch
                cross_attn,            # (N, K) its class maps at the same resolution (already upsampled to r x r)
                tau: int = 4,          # power of the self-attention (the affinity A_s^tau)
@@ -49,22 +91,170 @@ def read_masks(self_attn,             # (N, N) self-attention of one sample at r
                uncertainty: float = 0.5, # ... and is ignored (255) where it lies in [uncertainty, threshold)
               ) -> np.ndarray:        # (r, r) uint8: 0 background, k+1 for class k, 255 ignore
     "Dataset Diffusion's mask of one sample: per class `A_s^tau @ A_c`, min-max normalised, thresholded with an ignore band."
-    S, C = _tensor(self_attn, 'self_attn'), _tensor(cross_attn, 'cross_attn')
-    if S.ndim != 2 or S.shape[0] != S.shape[1]: raise ValueError(f"self_attn must be (N, N), got shape {tuple(S.shape)}")
-    N, r = S.shape[0], int(round(S.shape[0] ** 0.5))
-    if r * r != N: raise ValueError(f"self_attn: N = {N} is not a square r*r (one r x r attention resolution)")
-    if C.ndim != 2 or C.shape[0] != N: raise ValueError(f"cross_attn must be (N, K) = ({N}, K), got shape {tuple(C.shape)}")
-    if not (isinstance(tau, int) and tau >= 1): raise ValueError(f"tau must be an int >= 1, got {tau!r}")
     if not 0 <= uncertainty <= threshold <= 1: raise ValueError(f"need 0 <= uncertainty <= threshold <= 1, got {uncertainty}, {threshold}")
-    if not (torch.isfinite(S).all() and torch.isfinite(C).all()): raise ValueError("self_attn and cross_attn must be finite")
-    mask = np.zeros(N, np.uint8)
-    if C.shape[1] == 0: return mask.reshape(r, r)       # no class to read: all background
-    refined = torch.linalg.matrix_power(S, tau) @ C     # (N, K)
-    lo, hi = refined.min(0).values, refined.max(0).values
-    span = hi - lo
-    norm = torch.where(span > 0, (refined - lo) / span.clamp_min(1e-300), torch.zeros_like(refined))  # a flat map (absent entity): 0
-    best, cls = norm.max(1)
-    best, cls = best.numpy(), cls.numpy()
-    mask[best >= threshold] = (cls[best >= threshold] + 1).astype(np.uint8)
-    mask[(best >= uncertainty) & (best < threshold)] = 255
-    return mask.reshape(r, r)
+    maps = refined_maps(self_attn, cross_attn, tau)
+    if maps.shape[0] == 0: r = int(round(_tensor(self_attn, 'self_attn').shape[0] ** 0.5)); return np.zeros((r, r), np.uint8)
+    return label_pixels(maps, threshold, uncertainty)
+
+
+# %% ../../nbs/30_dataset_diffusion.ipynb #dd000021
+@dataclass
+class DatasetDiffusionPipelineOutput(BaseOutput):
+    "Generated images, their masks read from attention, the seeds and per-sample scores."
+    images: np.ndarray | list   # (B,H,W,3) uint8
+    masks: np.ndarray           # (B,H,W) uint8 label ids (255: ignore)
+    seeds: list
+    scores: list                # per sample: {'tff': ..., 'classes': ...}
+
+def _phrase(name: str) -> str: return str(name).replace('_', ' ').strip().lower()
+
+def prompt_classes(prompt: str, space=None) -> tuple:
+    "(caption, class names, label ids or None): the names after '; ', else the label space's names found in the caption."
+    caption, sep, tail = prompt.partition('; ')
+    sp = get_label_space(space) if space is not None else None
+    if sep:
+        names = tail.split()
+        if sp is None: return caption, names, None
+        lookup = {_phrase(n).replace(' ', ''): i for i, n in enumerate(sp.names)}
+        ids = [lookup.get(n.lower().replace('_', '')) for n in names]
+        bad = [n for n, i in zip(names, ids) if i is None]
+        if bad: raise ValueError(f"prompt {prompt!r}: classes {bad} are not in label space {sp.name!r}")
+        return caption, names, ids
+    if sp is None: return caption, [], None
+    low, found = caption.lower(), []
+    for i, n in enumerate(sp.names):
+        if i == sp.background: continue
+        m = re.search(rf"\b{re.escape(_phrase(n))}\b", low)
+        if m: found.append((m.start(), i))
+    ids = [i for _, i in sorted(found)]
+    return caption, [_phrase(sp.names[i]) for i in ids], ids
+
+def class_token_groups(tokenizer, names, max_length: int) -> list:
+    "Token positions of each class name in the class prompt ' '.join(names) (after its start token; cut at max_length)."
+    has_start = bool(tokenizer('a').input_ids) and tokenizer('a').input_ids[0] in (tokenizer.bos_token_id, tokenizer.cls_token_id)
+    pos, groups = int(has_start), []
+    for n in names:
+        k = len(tokenizer(n, add_special_tokens=False).input_ids)
+        groups.append([j for j in range(pos, pos + k) if j < max_length - 1]); pos += k
+    return groups
+
+# %% ../../nbs/30_dataset_diffusion.ipynb #dd000022
+class DatasetDiffusionPipeline(Text2ImagePipeline):
+    "Dataset Diffusion: an image from the host, its mask from the class prompt's attention refined by A_s^4."
+    @classmethod
+    def tiny(cls, seed: int = 0) -> 'DatasetDiffusionPipeline':
+        "A pipeline on the tiny random host (32x32 images), for tests and `jodiff bench generate`."
+        return cls(**tiny_text2image(seed).components)
+
+    def attention_grids(self) -> list:
+        "Sides of the latent grids the UNet attends at, finest first."
+        h = self.latent_hw[0]
+        return [h // 2 ** i for i, b in enumerate(self.unet.config.down_block_types) if 'CrossAttn' in b]
+
+    def default_resolutions(self) -> tuple:
+        g, h = self.attention_grids(), self.latent_hw[0]
+        return (h // 2, h // 4) if h // 2 in g and h // 4 in g else (g[0], g[1] if len(g) > 1 else g[0])
+
+    def check_options(self, num_inference_steps=100, guidance_scale=7.5, tau=4, threshold=0.6, uncertainty=0.5,
+                      self_res=None, cross_res=None, tff_steps=4, **_):
+        "The checks of `__call__` on its options, before anything is written."
+        self.check_inputs(['a'], [0], num_inference_steps, guidance_scale)
+        if not (isinstance(tau, int) and tau >= 1): raise ValueError(f"tau must be an int >= 1, got {tau!r}")
+        if not 0 <= uncertainty <= threshold <= 1: raise ValueError(f"need 0 <= uncertainty <= threshold <= 1, got {uncertainty}, {threshold}")
+        g = self.attention_grids()
+        for what, r in (('self_res', self_res), ('cross_res', cross_res)):
+            if r is not None and r not in g: raise ValueError(f"{what} {r}: this UNet attends at {', '.join(map(str, g))}")
+        if not (isinstance(tff_steps, int) and tff_steps >= 0): raise ValueError(f"tff_steps must be an int >= 0, got {tff_steps!r}")
+
+# %% ../../nbs/30_dataset_diffusion.ipynb #dd000023
+def _step_maps(store: AttentionStore, before: dict) -> dict:
+    "The mean of what `store` recorded since the snapshot `before` ({key: (sum, count)})."
+    out = {}
+    for k, s in store.sums.items():
+        s0, n0 = before.get(k, (0, 0))
+        if store.counts[k] > n0: out[k] = (s - s0) / (store.counts[k] - n0)
+    return out
+
+def _sample_maps(S, E, groups, self_res: int, cross_res: int, tau: int) -> torch.Tensor:
+    "(K, r, r) refined maps of one sample from its self-attention (N, N) and read-out attention (Nc, T)."
+    A = entity_maps(E, groups) if groups else torch.zeros((E.shape[0], 0), dtype=torch.float64)
+    K = A.shape[1]
+    if K and cross_res != self_res:
+        A = F.interpolate(A.T.reshape(1, K, cross_res, cross_res), size=(self_res, self_res), mode='bicubic', align_corners=False)[0]
+        A = A.reshape(K, -1).T
+    return refined_maps(S, A, tau) if K else torch.zeros((0, self_res, self_res), dtype=torch.float64)
+
+@patch
+@torch.no_grad()
+def __call__(self: DatasetDiffusionPipeline,
+             prompt: str | list[str],               # captions, or 'caption; class names'
+             num_inference_steps: int = 100,        # denoising steps (the official 100)
+             guidance_scale: float = 7.5,           # classifier-free guidance
+             seeds: list[int] | int | None = None,  # one seed per sample
+             label_space=None,                      # the masks' label space (its class names are looked up in the captions)
+             tau: int = 4,                          # power of the self-attention
+             threshold: float = 0.6,                # label where a class's normalised map reaches this
+             uncertainty: float = 0.5,              # ignore (255) in [uncertainty, threshold)
+             self_res: int | None = None,           # self-attention grid (None: the default, see above)
+             cross_res: int | None = None,          # read-out cross-attention grid
+             tff_steps: int = 4,                    # K uniformly spaced steps for the TFF score (0: none)
+             output_type: str = "np",
+             return_dict: bool = True,
+             num_images_per_prompt: int = 1,
+             callback_on_step_end=None,
+            ):
+    "Generate images from text and read their masks from the UNet's attention."
+    # 1. Check inputs; each prompt's classes
+    prompt, seeds = _as_lists(prompt, seeds, num_images_per_prompt)
+    self.check_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type)
+    self.check_options(num_inference_steps, guidance_scale, tau, threshold, uncertainty, self_res, cross_res, tff_steps)
+    dr, dc = self.default_resolutions()
+    self_res, cross_res = self_res or dr, cross_res or dc
+    sp = get_label_space(label_space) if label_space is not None else None
+    parsed = [prompt_classes(p, sp) for p in prompt]
+    device, do_cfg = self._execution_device, guidance_scale != 1.0
+    # 2. Encode the generation prompts and the class prompts
+    gen_prompts = [f"{c.strip()}; {' '.join(n)}" if n else c for c, n, _ in parsed]
+    cond = self._encode_prompt(gen_prompts, do_cfg, device)
+    text = self.text_codec
+    class_ctx = text.encode([' '.join(n) for _, n, _ in parsed]).to(device, self.unet.dtype)
+    groups = [class_token_groups(self.tokenizer, n, text.max_length) for _, n, _ in parsed]
+    # 3. Timesteps; 4. latents
+    self.scheduler.set_timesteps(num_inference_steps, device=device)
+    latents = self._initial_latents(seeds, device)
+    gen = torch.Generator().manual_seed(seeds[0])
+    # 5. Denoise under the capture; keep single-step maps at the TFF steps
+    h = self.latent_hw[0]
+    store = AttentionStore(kinds=('self', 'entity'), resolutions={'self': {self_res}, 'entity': {cross_res}}, cond_half=do_cfg)
+    store.entity_context = class_ctx
+    marks = sorted(set(np.linspace(0, num_inference_steps - 1, tff_steps).round().astype(int).tolist())) if tff_steps else []
+    snaps, step_maps = {}, []
+    def callback(pipe, i, t, kw):
+        nonlocal snaps
+        if i in marks: step_maps.append(_step_maps(store, snaps))
+        if i + 1 in marks: snaps = {k: (s.clone(), store.counts[k]) for k, s in store.sums.items()}
+        store.step += 1
+        return callback_on_step_end(pipe, i, t, kw) if callback_on_step_end else kw
+    with capture_attention(self.unet, store):
+        latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, callback)
+    # 6. Decode
+    images = self.decode_latents(latents, output_type)
+    H, W = 8 * h, 8 * self.latent_hw[1]
+    # 7. Masks; 8. scores
+    masks, scores = [], []
+    ks, kc = ('self', (self_res, self_res)), ('entity', (cross_res, cross_res))
+    for b, (_, names, ids) in enumerate(parsed):
+        maps = _sample_maps(store.maps(*ks)[b].double(), store.maps(*kc)[b].double(), groups[b], self_res, cross_res, tau)
+        up = F.interpolate(maps[None], size=(H, W), mode='bicubic', align_corners=False)[0].clamp(0, 1) if len(maps) else maps.new_zeros((0, H, W))
+        m = label_pixels(up, threshold, uncertainty)
+        if ids is not None:
+            bg = sp.background if sp.background is not None else sp.ignore_index
+            lut = np.full(256, 255, np.uint8); lut[0] = bg; lut[1:len(ids) + 1] = ids
+            m = lut[m]
+        masks.append(m)
+        per_step = [_sample_maps(sm[ks][b].double(), sm[kc][b].double(), groups[b], self_res, cross_res, tau) for sm in step_maps]
+        score = tff(torch.stack(per_step)) if per_step and len(maps) else 0.0
+        scores.append(dict(tff=score, classes=len(names)))
+    self.maybe_free_model_hooks()
+    out = DatasetDiffusionPipelineOutput(images=images, masks=np.stack(masks), seeds=seeds, scores=scores)
+    return out if return_dict else (out.images, out.masks, out.seeds)
