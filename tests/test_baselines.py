@@ -33,3 +33,16 @@ def test_generate_dataset_diffusion_writes_scored_pairs_and_resumes(tmp_path):
     assert json.loads((tmp_path / 'out' / 'generation.json').read_text())['tau'] == 2
     again = json.loads(run(*args).stdout.strip().splitlines()[-1])
     assert (again['skipped'], again['generated']) == (3, 0)
+
+def test_generate_diffumask_uses_the_classes_of_each_caption(tmp_path):
+    from jodiff.baselines.diffumask import DiffuMaskPipeline
+    model = tmp_path / 'dm'
+    DiffuMaskPipeline.tiny(0).save_pretrained(model); save_label_space(model, 'shapes')
+    prompts = tmp_path / 'prompts.txt'
+    prompts.write_text('a red circle\na star on grass\n')
+    out = tmp_path / 'out'
+    run('generate', '--method', 'diffumask', '--model', str(model), '--prompts', str(prompts), '--num', '2', '--out', str(out),
+        '--steps', '3', '--quiet', '--threshold', '0.3')
+    assert set(np.unique(read_mask(out / 'SegmentationClass' / '0000000.png'))) <= {0, 1}
+    assert set(np.unique(read_mask(out / 'SegmentationClass' / '0000001.png'))) <= {0, 4}
+    assert [json.loads(l)['classes'] for l in (out / 'scores.jsonl').read_text().splitlines()] == [1, 1]

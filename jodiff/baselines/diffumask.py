@@ -4,36 +4,152 @@
 
 # %% ../../nbs/31_diffumask.ipynb #dm000002
 from __future__ import annotations
+from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.utils import BaseOutput
+from fastcore.basics import patch
+from ..attention import AttentionStore, capture_attention
+from ..core import get_label_space
+from ..metrics import tff
+from ..text2image import Text2ImagePipeline, _as_lists, tiny_text2image
+from .dataset_diffusion import entity_maps, prompt_classes, _step_maps
 
 # %% auto #0
-__all__ = ['read_masks']
+__all__ = ['scaled_maps', 'read_masks', 'DiffuMaskPipelineOutput', 'word_token_positions', 'DiffuMaskPipeline']
 
 # %% ../../nbs/31_diffumask.ipynb #dm000005
-def read_masks(cross_maps,            # one (K, r, r) array per resolution (summed over steps, averaged over heads and layers); numpy or torch
-               size,                  # (H, W) of the image
-               threshold: float = 0.45, # background level gamma: a pixel is background unless a class's scaled map exceeds it
-              ) -> np.ndarray:        # (H, W) uint8: 0 background, k+1 for class k
-    "DiffuMask's mask of one sample: per resolution bicubic to the image and divided by its max, averaged, argmax against a background level."
+def scaled_maps(cross_maps,            # one (K, r, r) array per resolution (summed over steps, averaged over heads and layers); numpy or torch
+                size,                  # (H, W) of the image
+               ) -> torch.Tensor:      # (K, H, W) float64: the mean over resolutions of each map resized bicubic and divided by its max
+    "DiffuMask's per-class maps before the background level: each resolution resized to the image and scaled by its peak, averaged."
     maps = list(cross_maps.values()) if isinstance(cross_maps, dict) else list(cross_maps)
     if not maps: raise ValueError("read_masks: no cross-attention maps given (one (K, r, r) array per resolution)")
     H, W = (int(s) for s in size)
     if H < 1 or W < 1: raise ValueError(f"size must be (H, W) >= 1, got {size}")
-    if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     ts = [(m.detach() if isinstance(m, torch.Tensor) else torch.from_numpy(np.asarray(m))).to(torch.float64).cpu() for m in maps]
     K = ts[0].shape[0] if ts[0].ndim == 3 else None
     for t in ts:
         if t.ndim != 3 or t.shape[0] != K or t.shape[1] != t.shape[2]:
             raise ValueError(f"each map must be (K, r, r) with the same K, got shapes {[tuple(x.shape) for x in ts]}")
         if not torch.isfinite(t).all(): raise ValueError("cross-attention maps must be finite")
-    if K == 0: return np.zeros((H, W), np.uint8)
     total = torch.zeros((K, H, W), dtype=torch.float64)
+    if K == 0: return total
     for t in ts:
         up = F.interpolate(t[None], size=(H, W), mode='bicubic', align_corners=False)[0]
         peak = up.flatten(1).max(1).values.view(K, 1, 1)
         total += torch.where(peak > 0, up / peak.clamp_min(1e-300), torch.zeros_like(up))   # a class with no attention: 0
-    mean = total / len(ts)
-    scores = torch.cat([torch.full((1, H, W), float(threshold), dtype=torch.float64), mean])
+    return total / len(ts)
+
+def read_masks(cross_maps,            # one (K, r, r) array per resolution (summed over steps, averaged over heads and layers); numpy or torch
+               size,                  # (H, W) of the image
+               threshold: float = 0.45, # background level gamma: a pixel is background unless a class's scaled map exceeds it
+              ) -> np.ndarray:        # (H, W) uint8: 0 background, k+1 for class k
+    "DiffuMask's mask of one sample: per resolution bicubic to the image and divided by its max, averaged, argmax against a background level."
+    if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    mean = scaled_maps(cross_maps, size)
+    scores = torch.cat([torch.full((1, *mean.shape[1:]), float(threshold), dtype=torch.float64), mean])
     return scores.argmax(0).numpy().astype(np.uint8)
+
+
+# %% ../../nbs/31_diffumask.ipynb #dm000012
+@dataclass
+class DiffuMaskPipelineOutput(BaseOutput):
+    "Generated images, their masks read from cross-attention, the seeds and per-sample scores."
+    images: np.ndarray | list
+    masks: np.ndarray
+    seeds: list
+    scores: list
+
+def word_token_positions(tokenizer, prompt: str, name: str, max_length: int) -> list:
+    "Positions of the tokens of `name` in the tokenized `prompt` (its last occurrence; [] when absent or cut off)."
+    ids = tokenizer(prompt, truncation=True, max_length=max_length).input_ids
+    sub = tokenizer(name, add_special_tokens=False).input_ids
+    hits = [i for i in range(len(ids) - len(sub) + 1) if sub and ids[i:i + len(sub)] == sub]
+    return list(range(hits[-1], hits[-1] + len(sub))) if hits else []
+
+class DiffuMaskPipeline(Text2ImagePipeline):
+    "DiffuMask's core: an image from the host, each class's mask from its words' multi-resolution cross-attention."
+    @classmethod
+    def tiny(cls, seed: int = 0) -> 'DiffuMaskPipeline':
+        "A pipeline on the tiny random host (32x32 images), for tests and `jodiff bench generate`."
+        return cls(**tiny_text2image(seed).components)
+
+    def attention_grids(self) -> list:
+        h = self.latent_hw[0]
+        return [h // 2 ** i for i, b in enumerate(self.unet.config.down_block_types) if 'CrossAttn' in b]
+
+    def check_options(self, num_inference_steps=50, guidance_scale=7.0, threshold=0.45, tff_steps=4, **_):
+        "The checks of `__call__` on its options, before anything is written."
+        self.check_inputs(['a'], [0], num_inference_steps, guidance_scale)
+        if not 0 <= threshold <= 1: raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if not (isinstance(tff_steps, int) and tff_steps >= 0): raise ValueError(f"tff_steps must be an int >= 0, got {tff_steps!r}")
+
+@patch
+@torch.no_grad()
+def __call__(self: DiffuMaskPipeline,
+             prompt: str | list[str],               # captions naming their classes, or 'caption; class names'
+             num_inference_steps: int = 50,         # denoising steps
+             guidance_scale: float = 7.0,           # classifier-free guidance
+             seeds: list[int] | int | None = None,  # one seed per sample
+             label_space=None,                      # the masks' label space
+             threshold: float = 0.45,               # background level gamma
+             tff_steps: int = 4,                    # K uniformly spaced steps for the TFF score (0: none)
+             output_type: str = "np",
+             return_dict: bool = True,
+             num_images_per_prompt: int = 1,
+             callback_on_step_end=None,
+            ):
+    "Generate images from text and read each class's mask from the cross-attention to its words."
+    # 1. Check inputs; each prompt's classes and their token positions
+    prompt, seeds = _as_lists(prompt, seeds, num_images_per_prompt)
+    self.check_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type)
+    self.check_options(num_inference_steps, guidance_scale, threshold, tff_steps)
+    sp = get_label_space(label_space) if label_space is not None else None
+    parsed = [prompt_classes(p, sp) for p in prompt]
+    L = self.text_codec.max_length
+    groups = [[word_token_positions(self.tokenizer, p, n, L) for n in names] for p, (_, names, _) in zip(prompt, parsed)]
+    device, do_cfg = self._execution_device, guidance_scale != 1.0
+    # 2. Encode prompts; 3. timesteps; 4. latents
+    cond = self._encode_prompt(prompt, do_cfg, device)
+    self.scheduler.set_timesteps(num_inference_steps, device=device)
+    latents = self._initial_latents(seeds, device)
+    gen = torch.Generator().manual_seed(seeds[0])
+    # 5. Denoise under the capture (cross-attention at the three finest grids), single-step maps at the TFF steps
+    grids = self.attention_grids()[:3]
+    store = AttentionStore(kinds=('cross',), resolutions=set(grids), cond_half=do_cfg)
+    marks = sorted(set(np.linspace(0, num_inference_steps - 1, tff_steps).round().astype(int).tolist())) if tff_steps else []
+    snaps, step_maps = {}, []
+    def callback(pipe, i, t, kw):
+        nonlocal snaps
+        if i in marks: step_maps.append(_step_maps(store, snaps))
+        if i + 1 in marks: snaps = {k: (s.clone(), store.counts[k]) for k, s in store.sums.items()}
+        store.step += 1
+        return callback_on_step_end(pipe, i, t, kw) if callback_on_step_end else kw
+    with capture_attention(self.unet, store):
+        latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, callback)
+    # 6. Decode
+    images = self.decode_latents(latents, output_type)
+    H, W = 8 * self.latent_hw[0], 8 * self.latent_hw[1]
+    # 7. Masks; 8. scores
+    def class_maps(sums: dict, b: int, g: list) -> list:
+        out = []
+        for r in grids:
+            A = sums[('cross', (r, r))][b].double()
+            cols = [entity_maps(A, [pos])[:, 0] if pos else A.new_zeros(A.shape[0]) for pos in g]
+            out.append(torch.stack(cols).reshape(len(g), r, r) if g else A.new_zeros((0, r, r)))
+        return out
+    masks, scores = [], []
+    means = {k: store.maps(*k) for k in store.sums}
+    for b, (_, names, ids) in enumerate(parsed):
+        m = read_masks(class_maps(means, b, groups[b]), (H, W), threshold)
+        if ids is not None:
+            lut = np.full(256, 255, np.uint8); lut[0] = sp.background if sp.background is not None else sp.ignore_index
+            lut[1:len(ids) + 1] = ids; m = lut[m]
+        masks.append(m)
+        per_step = [scaled_maps(class_maps(sm, b, groups[b]), (H, W)).clamp(0, 1) for sm in step_maps]
+        scores.append(dict(tff=tff(torch.stack(per_step)) if per_step and names else 0.0, classes=len(names)))
+    self.maybe_free_model_hooks()
+    out = DiffuMaskPipelineOutput(images=images, masks=np.stack(masks), seeds=seeds, scores=scores)
+    return out if return_dict else (out.images, out.masks, out.seeds)
