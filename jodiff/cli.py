@@ -12,7 +12,7 @@ from fastcore.docments import docments
 # %% auto #0
 __all__ = ['API', 'GROUPS', 'USER_ERRORS', 'command', 'api_defaults', 'registered_commands', 'build_parser', 'fail',
            'OneLineParser', 'run', 'main', 'data_stats', 'captions', 'segment_eval', 'segment_train', 'generate',
-           'bench_generate', 'bench_attention', 'bench_cli']
+           'bench_generate', 'bench_attention', 'host_train', 'bench_cli']
 
 # %% ../nbs/90_cli.ipynb #cl000002
 class _FromAPI:
@@ -91,7 +91,8 @@ def registered_commands() -> list:
     return sorted(found.values(), key=lambda f: f.__jodiff_command__['words'])
 
 GROUPS = dict(bench='speed benchmarks against a reference run in the same process', data='inspect datasets',
-              segment='train and evaluate segmenters (MMSegmentation)')  # help of the first word of multi-word commands
+              segment='train and evaluate segmenters (MMSegmentation)',
+              host='the text-to-image host of the Image2Mask baselines')  # help of the first word of multi-word commands
 
 def build_parser(commands: list | None = None, # command functions (default: the registered ones)
                 ) -> argparse.ArgumentParser:
@@ -311,6 +312,32 @@ def bench_attention(*, unet: str = API,  # small (CPU-sized, 32x32 latents) or s
     for k, s in r['seconds_per_step'].items():
         print(f"| {k} | {s:.4f} | {r['ratio'][k]:.2f}x | {mib(r['memory'][k]['store_bytes'])} | {mib(r['memory'][k]['peak_bytes'])} |")
     return r
+
+# %% ../nbs/90_cli.ipynb #cl000012b
+@command('host train', api='jodiff.train_text2image:train_text2image')
+def host_train(*, dataset: str = API,   # images with captions (masks are never read; mask-made captions where there are none)
+               out_dir: str = API,       # checkpoints, pipeline/, train_log.json; rerun to resume
+               image_codec: str = API,   # taef2, tiny, or an autoencoder id / folder
+               text_codec: str = API,    # minilm, tiny, or a text encoder id / folder
+               steps: int = API,         # optimisation steps
+               batch_size: int = API,    # images per step and process
+               lr: float = API,          # learning rate
+               resolution: str = '64',   # image side N or HEIGHTxWIDTH (multiples of 8)
+               seed: int = API,          # seeds the UNet, the batches and the noise
+               widths: str = '64,128',   # UNet channels per level, comma-separated
+               checkpoint_every: int = API, # steps between resumable checkpoints (0: only at the end)
+               no_resume: bool = False,  # start over even if out_dir holds checkpoints
+               quiet: bool = False,      # no progress bar
+              ) -> dict:
+    "Train a small text-to-image host (the Image2Mask baselines' UNet) on images and captions; saves OUT_DIR/pipeline."
+    from jodiff.train_text2image import train_text2image
+    parts = [int(x) for x in resolution.lower().split('x')]
+    if len(parts) not in (1, 2): raise ValueError(f"--resolution: N or HEIGHTxWIDTH, got {resolution!r}")
+    r = train_text2image(dataset, out_dir, image_codec=image_codec, text_codec=text_codec, steps=steps, batch_size=batch_size, lr=lr,
+                         resolution=parts[0] if len(parts) == 1 else tuple(parts), seed=seed,
+                         widths=tuple(int(w) for w in widths.split(',')), checkpoint_every=checkpoint_every,
+                         resume=not no_resume, progress=not quiet)
+    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != 'losses'}
 
 # %% ../nbs/90_cli.ipynb #cl000013
 def _seconds(cmd: list, repeats: int) -> float:
