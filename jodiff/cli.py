@@ -12,7 +12,7 @@ from fastcore.docments import docments
 # %% auto #0
 __all__ = ['API', 'GROUPS', 'USER_ERRORS', 'command', 'api_defaults', 'registered_commands', 'build_parser', 'fail',
            'OneLineParser', 'run', 'main', 'data_stats', 'captions', 'segment_eval', 'segment_train', 'generate',
-           'bench_generate', 'bench_attention', 'host_train', 'bench_cli']
+           'bench_generate', 'bench_attention', 'host_train', 'prompts', 'bench_cli']
 
 # %% ../nbs/90_cli.ipynb #cl000002
 class _FromAPI:
@@ -338,6 +338,34 @@ def host_train(*, dataset: str = API,   # images with captions (masks are never 
                          widths=tuple(int(w) for w in widths.split(',')), checkpoint_every=checkpoint_every,
                          resume=not no_resume, progress=not quiet)
     return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != 'losses'}
+
+# %% ../nbs/90_cli.ipynb #cl000012c
+@command('prompts', api='jodiff.prompts:class_prompts')
+def prompts(*, out: str,                 # the prompt file to write (one prompt per line)
+            data: str = None,            # a dataset spec: its captions (or captions made from its masks)
+            classes: str = None,         # a label space (preset name or JSON): template prompts naming its classes
+            captioner: str = None,       # with --data: caption its images with this model (tiny, or a BLIP-2 hub id / folder)
+            n: int = API,                # with --classes: prompts per class
+            max_classes: int = API,      # with --classes: classes named in a prompt, at most
+            seed: int = API,             # with --classes: seed of the class draws
+           ) -> dict:
+    "Write a prompt file from a dataset's captions, from class-name templates, or from a captioning model."
+    from pathlib import Path
+    from jodiff.prompts import class_prompts, prompts_for, write_prompts
+    if (data is None) == (classes is None): raise ValueError("pass exactly one of --data SPEC or --classes SPACE")
+    if captioner is not None and data is None: raise ValueError("--captioner needs --data (the images to caption)")
+    if Path(out).exists(): raise ValueError(f"--out {out}: exists; choose a new file")
+    if classes is not None: ps = class_prompts(classes, n=n, max_classes=max_classes, seed=seed)
+    elif captioner is not None:
+        import tempfile
+        from jodiff.captions import caption_dataset
+        with tempfile.TemporaryDirectory() as d:
+            caption_dataset(data, Path(d) / 'c.jsonl', captioner=captioner, progress=False)
+            ps = [json.loads(l)['caption'] for l in (Path(d) / 'c.jsonl').read_text().splitlines()]
+    else: ps = prompts_for(data)
+    write_prompts(ps, out)
+    r = dict(out=out, prompts=len(ps)); print(json.dumps(r))
+    return r
 
 # %% ../nbs/90_cli.ipynb #cl000013
 def _seconds(cmd: list, repeats: int) -> float:

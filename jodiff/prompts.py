@@ -10,7 +10,8 @@ from .core import DataError
 from .data import SegDataset, load_dataset
 
 # %% auto #0
-__all__ = ['read_prompts', 'captions_of', 'captions_from_masks', 'prompts_for', 'with_captions']
+__all__ = ['TEMPLATES', 'read_prompts', 'captions_of', 'captions_from_masks', 'prompts_for', 'with_captions', 'class_prompts',
+           'write_prompts']
 
 # %% ../nbs/05_prompts.ipynb #a38e7093
 def read_prompts(path, # text file, one prompt per line
@@ -68,3 +69,33 @@ def with_captions(ds: SegDataset, # a dataset whose items may lack captions (Cam
     if source == 'masks':   # file datasets read an item's caption from its record
         ds = ds.select(range(len(ds))); ds.records = [dict(r, caption=c) for r, c in zip(ds.records, caps)]
     return ds, source
+
+# %% ../nbs/05_prompts.ipynb #pr000013
+TEMPLATES = ('a photo of a {}', 'a picture of a {}', 'a scene with a {}')   # ' and a ' joins several classes
+
+def class_prompts(space,                   # a label space or preset name
+                  n: int = 10,             # prompts per class (each class is the first-named class of n prompts)
+                  templates=TEMPLATES,     # format strings with one {} for the class phrase
+                  max_classes: int = 1,    # classes named in a prompt: 1 to this many (others drawn at random)
+                  seed: int = 0,
+                 ) -> list:                # n * (number of non-background classes) prompts
+    "Template prompts naming a label space's classes, every class first in `n` of them."
+    from jodiff.core import get_label_space
+    sp = get_label_space(space)
+    names = [sp.names[i].replace('_', ' ') for i in range(sp.num_classes) if i != sp.background]
+    if n < 1 or max_classes < 1 or not templates: raise ValueError(f"class_prompts: n and max_classes must be >= 1 and templates non-empty")
+    rng, out = np.random.default_rng(seed), []
+    for name in names:
+        for j in range(n):
+            k = int(rng.integers(1, min(max_classes, len(names)) + 1))
+            others = [names[i] for i in rng.permutation(len(names)) if names[i] != name][:k - 1]
+            out.append(templates[j % len(templates)].format(' and a '.join([name] + others)))
+    return out
+
+def write_prompts(prompts, path) -> Path:
+    "Write prompts one per line (a prompt may not hold a newline); the file `read_prompts` reads."
+    prompts = [str(p).strip() for p in prompts]
+    if not prompts or any(not p or '\n' in p for p in prompts): raise ValueError("write_prompts: prompts must be non-empty single lines")
+    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text('\n'.join(prompts) + '\n', encoding='utf-8')
+    return p

@@ -59,3 +59,15 @@ def test_captions_writes_one_line_per_item(tmp_path):
     r = run('captions', '--data', f'folder:{tmp_path}/data', '--out', str(tmp_path / 'caps.jsonl'), '--model', 'tiny', '--max-new-tokens', '3')
     assert json.loads(r.stdout.strip().splitlines()[-1])['captioned'] == 2
     assert all(it['caption'] for it in load_dataset(f'folder:{tmp_path}/data?captions={tmp_path}/caps.jsonl'))
+
+def test_prompts_from_captions_classes_or_a_captioner(tmp_path):
+    "`jodiff prompts`: a dataset's captions, class templates, a (tiny) captioner; an existing --out is refused before writing."
+    from jodiff.prompts import captions_of, read_prompts
+    run('prompts', '--data', 'shapes:train?n=3&size=32', '--out', str(tmp_path / 'a.txt'))
+    assert read_prompts(tmp_path / 'a.txt') == captions_of('shapes:train?n=3&size=32')
+    run('prompts', '--classes', 'camvid', '--n', '2', '--out', str(tmp_path / 'b.txt'))
+    assert len(read_prompts(tmp_path / 'b.txt')) == 22
+    run('prompts', '--data', 'shapes:train?n=2&size=32', '--captioner', 'tiny', '--out', str(tmp_path / 'c.txt'))
+    assert len(read_prompts(tmp_path / 'c.txt')) == 2
+    bad = run('prompts', '--classes', 'shapes', '--out', str(tmp_path / 'a.txt'), check=False)
+    assert bad.returncode == 2 and 'exists' in bad.stderr and read_prompts(tmp_path / 'a.txt') == captions_of('shapes:train?n=3&size=32')
