@@ -33,3 +33,16 @@ def test_no_warnings_on_stderr_in_committed_notebook_outputs():
             for i, c in enumerate(json.loads(nb.read_text()).get('cells', []))
             for o in c.get('outputs', []) if o.get('name') == 'stderr' and 'Warning' in '\n'.join(texts(o))]
     assert not hits, '\n'.join(hits)
+
+def test_docs_prerender_runs_no_cell_that_mixes_imports_and_code():
+    "nbdev_proc_nbs (the docs' pre-render step) executes cells holding imports out of the notebook's state: a lesson cell must not mix them with code."
+    import re
+    imp = re.compile(r'^\s*(import [\w., ]+|from [\w.]+ import [\w., *()]+)\s*(#.*)?$')
+    bad = []
+    for p in sorted((ROOT / 'nbs').glob('*.ipynb')):
+        for i, c in enumerate(json.loads(p.read_text())['cells']):
+            src = ''.join(c['source'])
+            if c['cell_type'] != 'code' or src.startswith(('#| export', '#| hide', '#| default_exp')) or 'nbdev_export()' in src: continue
+            lines = [l for l in src.split('\n') if l.strip() and not l.lstrip().startswith('#')]
+            if any(imp.match(l) for l in lines) and not all(imp.match(l) for l in lines): bad.append(f"{p.name} cell {i}")
+    assert not bad, f"move these cells' imports to the notebook's hidden import cell: {bad}"
