@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['SD21_BASE_UNET', 'BENCH_UNET', 'AttentionStore', 'CaptureAttnProcessor', 'capture_attention', 'tiny_unet',
+__all__ = ['SD21_BASE_UNET', 'BENCH_UNET', 'AttentionStore', 'CaptureAttnProcessor', 'capture_attention', 'tiny_unet', 'StepMaps',
            'bench_attention']
 
 # %% ../nbs/08_attention.ipynb #at000005
@@ -144,6 +144,22 @@ def tiny_unet(seed: int = 0, sample_size: int = 8, cross_dim: int = 16):
                                 block_out_channels=(16, 32), down_block_types=('CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
                                 up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D'), cross_attention_dim=cross_dim,
                                 attention_head_dim=4, norm_num_groups=8).eval()
+
+# %% ../nbs/08_attention.ipynb #at000021
+class StepMaps:
+    "The store's maps of single steps at `k` uniformly spaced steps of `num_steps`, from snapshots of its running sums."
+    def __init__(self, store: AttentionStore, num_steps: int, k: int = 4):
+        self.store, self.snaps, self.maps = store, {}, []
+        self.marks = sorted(set(torch.linspace(0, num_steps - 1, k).round().long().tolist())) if k else []
+
+    def after_step(self, i: int):
+        "Call after UNet call `i`: keep step `i`'s own means if it is marked, snapshot before the next marked one; advance the store."
+        s = self.store
+        if i in self.marks:
+            self.maps.append({key: (t - self.snaps.get(key, (0, 0))[0]) / (s.counts[key] - self.snaps.get(key, (0, 0))[1])
+                              for key, t in s.sums.items() if s.counts[key] > self.snaps.get(key, (0, 0))[1]})
+        if i + 1 in self.marks: self.snaps = {key: (t.clone(), s.counts[key]) for key, t in s.sums.items()}
+        s.step += 1
 
 # %% ../nbs/08_attention.ipynb #at000016
 SD21_BASE_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),

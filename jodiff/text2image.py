@@ -13,7 +13,8 @@ from fastcore.basics import patch
 from .encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 
 # %% auto #0
-__all__ = ['Text2ImagePipelineOutput', 'Text2ImagePipeline', 'tiny_unet2d', 'tiny_text2image', 'load_text2image']
+__all__ = ['Text2ImagePipelineOutput', 'Text2ImagePipeline', 'tiny_unet2d', 'tiny_text2image', 'load_text2image',
+           'prompt_seed_lists']
 
 # %% ../nbs/09_text2image.ipynb #t2000005
 @dataclass
@@ -80,7 +81,7 @@ def load_text2image(name_or_path: str = 'stabilityai/stable-diffusion-2-1-base',
     return Text2ImagePipeline(unet, vae, text, tok, sched)
 
 # %% ../nbs/09_text2image.ipynb #t2000006
-def _as_lists(prompt, seeds, num_images_per_prompt: int) -> tuple:
+def prompt_seed_lists(prompt, seeds, num_images_per_prompt: int) -> tuple:
     "Prompts repeated per image, and one int seed per sample (an int s: s, s+1, ...; None: random)."
     prompt = [prompt] if isinstance(prompt, str) else list(prompt)
     prompt = [p for p in prompt for _ in range(num_images_per_prompt)]
@@ -146,7 +147,7 @@ def __call__(self: Text2ImagePipeline,
             ):
     "Generate images from text."
     # 1. Check inputs
-    prompt, seeds = _as_lists(prompt, seeds, num_images_per_prompt)
+    prompt, seeds = prompt_seed_lists(prompt, seeds, num_images_per_prompt)
     self.check_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type)
     device, do_cfg = self._execution_device, guidance_scale != 1.0
     # 2. Encode prompt

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
-from ..attention import AttentionStore, capture_attention
+from ..attention import AttentionStore, StepMaps, capture_attention
 from ..core import get_label_space
 from ..metrics import tff
-from ..text2image import Text2ImagePipeline, _as_lists, tiny_text2image
+from ..text2image import Text2ImagePipeline, prompt_seed_lists, tiny_text2image
 
 # %% auto #0
 __all__ = ['dd_prompts', 'entity_maps', 'refined_maps', 'label_pixels', 'read_masks', 'DatasetDiffusionPipelineOutput',
-           'prompt_classes', 'class_token_groups', 'DatasetDiffusionPipeline']
+           'prompt_classes', 'class_token_groups', 'to_label_ids', 'DatasetDiffusionPipeline']
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000006
 def dd_prompts(caption: str,       # the image's caption
@@ -138,6 +138,13 @@ def class_token_groups(tokenizer, names, max_length: int) -> list:
         groups.append([j for j in range(pos, pos + k) if j < max_length - 1]); pos += k
     return groups
 
+def to_label_ids(mask: np.ndarray, ids, space) -> np.ndarray:
+    "A read-out mask (0 background, k+1 class k, 255 ignore) in the label space's ids (background: its class, else ignore)."
+    lut = np.full(256, 255, np.uint8)
+    lut[0] = space.background if space.background is not None else space.ignore_index
+    lut[1:len(ids) + 1] = ids
+    return lut[mask]
+
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000022
 class DatasetDiffusionPipeline(Text2ImagePipeline):
     "Dataset Diffusion: an image from the host, its mask from the class prompt's attention refined by A_s^4."
@@ -167,14 +174,6 @@ class DatasetDiffusionPipeline(Text2ImagePipeline):
         if not (isinstance(tff_steps, int) and tff_steps >= 0): raise ValueError(f"tff_steps must be an int >= 0, got {tff_steps!r}")
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000023
-def _step_maps(store: AttentionStore, before: dict) -> dict:
-    "The mean of what `store` recorded since the snapshot `before` ({key: (sum, count)})."
-    out = {}
-    for k, s in store.sums.items():
-        s0, n0 = before.get(k, (0, 0))
-        if store.counts[k] > n0: out[k] = (s - s0) / (store.counts[k] - n0)
-    return out
-
 def _sample_maps(S, E, groups, self_res: int, cross_res: int, tau: int) -> torch.Tensor:
     "(K, r, r) refined maps of one sample from its self-attention (N, N) and read-out attention (Nc, T)."
     A = entity_maps(E, groups) if groups else torch.zeros((E.shape[0], 0), dtype=torch.float64)
@@ -205,7 +204,7 @@ def __call__(self: DatasetDiffusionPipeline,
             ):
     "Generate images from text and read their masks from the UNet's attention."
     # 1. Check inputs; each prompt's classes
-    prompt, seeds = _as_lists(prompt, seeds, num_images_per_prompt)
+    prompt, seeds = prompt_seed_lists(prompt, seeds, num_images_per_prompt)
     self.check_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type)
     self.check_options(num_inference_steps, guidance_scale, tau, threshold, uncertainty, self_res, cross_res, tff_steps)
     dr, dc = self.default_resolutions()
@@ -227,13 +226,9 @@ def __call__(self: DatasetDiffusionPipeline,
     h = self.latent_hw[0]
     store = AttentionStore(kinds=('self', 'entity'), resolutions={'self': {self_res}, 'entity': {cross_res}}, cond_half=do_cfg)
     store.entity_context = class_ctx
-    marks = sorted(set(np.linspace(0, num_inference_steps - 1, tff_steps).round().astype(int).tolist())) if tff_steps else []
-    snaps, step_maps = {}, []
+    per_step = StepMaps(store, num_inference_steps, tff_steps)
     def callback(pipe, i, t, kw):
-        nonlocal snaps
-        if i in marks: step_maps.append(_step_maps(store, snaps))
-        if i + 1 in marks: snaps = {k: (s.clone(), store.counts[k]) for k, s in store.sums.items()}
-        store.step += 1
+        per_step.after_step(i)
         return callback_on_step_end(pipe, i, t, kw) if callback_on_step_end else kw
     with capture_attention(self.unet, store):
         latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, callback)
@@ -247,13 +242,10 @@ def __call__(self: DatasetDiffusionPipeline,
         maps = _sample_maps(store.maps(*ks)[b].double(), store.maps(*kc)[b].double(), groups[b], self_res, cross_res, tau)
         up = F.interpolate(maps[None], size=(H, W), mode='bicubic', align_corners=False)[0].clamp(0, 1) if len(maps) else maps.new_zeros((0, H, W))
         m = label_pixels(up, threshold, uncertainty)
-        if ids is not None:
-            bg = sp.background if sp.background is not None else sp.ignore_index
-            lut = np.full(256, 255, np.uint8); lut[0] = bg; lut[1:len(ids) + 1] = ids
-            m = lut[m]
+        if ids is not None: m = to_label_ids(m, ids, sp)
         masks.append(m)
-        per_step = [_sample_maps(sm[ks][b].double(), sm[kc][b].double(), groups[b], self_res, cross_res, tau) for sm in step_maps]
-        score = tff(torch.stack(per_step)) if per_step and len(maps) else 0.0
+        steps_b = [_sample_maps(sm[ks][b].double(), sm[kc][b].double(), groups[b], self_res, cross_res, tau) for sm in per_step.maps]
+        score = tff(torch.stack(steps_b)) if steps_b and len(maps) else 0.0
         scores.append(dict(tff=score, classes=len(names)))
     self.maybe_free_model_hooks()
     out = DatasetDiffusionPipelineOutput(images=images, masks=np.stack(masks), seeds=seeds, scores=scores)

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
-from ..attention import AttentionStore, capture_attention
+from ..attention import AttentionStore, StepMaps, capture_attention
 from ..core import get_label_space
 from ..metrics import tff
-from ..text2image import Text2ImagePipeline, _as_lists, tiny_text2image
-from .dataset_diffusion import entity_maps, prompt_classes, _step_maps
+from ..text2image import Text2ImagePipeline, prompt_seed_lists, tiny_text2image
+from .dataset_diffusion import entity_maps, prompt_classes, to_label_ids
 
 # %% auto #0
 __all__ = ['scaled_maps', 'read_masks', 'DiffuMaskPipelineOutput', 'word_token_positions', 'DiffuMaskPipeline']
@@ -103,7 +103,7 @@ def __call__(self: DiffuMaskPipeline,
             ):
     "Generate images from text and read each class's mask from the cross-attention to its words."
     # 1. Check inputs; each prompt's classes and their token positions
-    prompt, seeds = _as_lists(prompt, seeds, num_images_per_prompt)
+    prompt, seeds = prompt_seed_lists(prompt, seeds, num_images_per_prompt)
     self.check_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type)
     self.check_options(num_inference_steps, guidance_scale, threshold, tff_steps)
     sp = get_label_space(label_space) if label_space is not None else None
@@ -119,13 +119,9 @@ def __call__(self: DiffuMaskPipeline,
     # 5. Denoise under the capture (cross-attention at the three finest grids), single-step maps at the TFF steps
     grids = self.attention_grids()[:3]
     store = AttentionStore(kinds=('cross',), resolutions=set(grids), cond_half=do_cfg)
-    marks = sorted(set(np.linspace(0, num_inference_steps - 1, tff_steps).round().astype(int).tolist())) if tff_steps else []
-    snaps, step_maps = {}, []
+    per_step = StepMaps(store, num_inference_steps, tff_steps)
     def callback(pipe, i, t, kw):
-        nonlocal snaps
-        if i in marks: step_maps.append(_step_maps(store, snaps))
-        if i + 1 in marks: snaps = {k: (s.clone(), store.counts[k]) for k, s in store.sums.items()}
-        store.step += 1
+        per_step.after_step(i)
         return callback_on_step_end(pipe, i, t, kw) if callback_on_step_end else kw
     with capture_attention(self.unet, store):
         latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, callback)
@@ -144,12 +140,10 @@ def __call__(self: DiffuMaskPipeline,
     means = {k: store.maps(*k) for k in store.sums}
     for b, (_, names, ids) in enumerate(parsed):
         m = read_masks(class_maps(means, b, groups[b]), (H, W), threshold)
-        if ids is not None:
-            lut = np.full(256, 255, np.uint8); lut[0] = sp.background if sp.background is not None else sp.ignore_index
-            lut[1:len(ids) + 1] = ids; m = lut[m]
+        if ids is not None: m = to_label_ids(m, ids, sp)
         masks.append(m)
-        per_step = [scaled_maps(class_maps(sm, b, groups[b]), (H, W)).clamp(0, 1) for sm in step_maps]
-        scores.append(dict(tff=tff(torch.stack(per_step)) if per_step and names else 0.0, classes=len(names)))
+        steps_b = [scaled_maps(class_maps(sm, b, groups[b]), (H, W)).clamp(0, 1) for sm in per_step.maps]
+        scores.append(dict(tff=tff(torch.stack(steps_b)) if steps_b and names else 0.0, classes=len(names)))
     self.maybe_free_model_hooks()
     out = DiffuMaskPipelineOutput(images=images, masks=np.stack(masks), seeds=seeds, scores=scores)
     return out if return_dict else (out.images, out.masks, out.seeds)

@@ -13,6 +13,7 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, SchedulerM
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
 from ..core import LabelSpace, get_label_space
+from ..text2image import prompt_seed_lists   # the generation protocol's prompts and seeds, shared with the Image2Mask hosts
 from ..encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 from .annotation_vae import AnnotationVAE, tiny_annotation_vae  # imported so that `from_pretrained` finds every component class
 from .joint_model import JointDiffusionTransformer, tiny_joint_transformer, mask_vae_scale, mask_latent_channels, latent_hw
@@ -85,14 +86,6 @@ def check_options(self: JoDiffusionPipeline, num_inference_steps, guidance_scale
     "The checks of `__call__` on its options alone (all of them, as `generate` resolves them), run before anything is written."
     H, W = (8 * s for s in latent_hw(self.transformer.config))
     self.check_inputs(['a'], [0], height or H, width or W, num_inference_steps, guidance_scale, 'np', refine_tau)
-
-def _as_lists(prompt, seeds, num_images_per_prompt: int) -> tuple:
-    "Prompts repeated per image, and one int seed per sample (an int s: s, s+1, ...; None: random)."
-    prompt = [prompt] if isinstance(prompt, str) else list(prompt)
-    prompt = [p for p in prompt for _ in range(num_images_per_prompt)]
-    if seeds is None: seeds = torch.randint(0, 2**31 - 1, (len(prompt),)).tolist()
-    elif isinstance(seeds, int): seeds = [seeds + i for i in range(len(prompt))]
-    return prompt, [int(s) for s in seeds]
 
 # %% ../../nbs/22_pipeline.ipynb #jp000004
 @patch
@@ -172,7 +165,7 @@ def __call__(self: JoDiffusionPipeline,
             ):
     "Generate images and masks from text."
     # 1. Check inputs
-    prompt, seeds = _as_lists(prompt, seeds, num_images_per_prompt)
+    prompt, seeds = prompt_seed_lists(prompt, seeds, num_images_per_prompt)
     H, W = (8 * s for s in latent_hw(self.transformer.config))
     height, width = height or H, width or W
     self.check_inputs(prompt, seeds, height, width, num_inference_steps, guidance_scale, output_type, refine_tau)
