@@ -53,9 +53,9 @@ class AttentionStore:
         if kind not in self.kinds or (self.steps is not None and self.step not in self.steps): return False
         return self.resolutions is None or self.grid(n) in self.resolutions.get(kind, ())
 
-    def add(self, kind: str, probs: torch.Tensor):
-        "Add one layer's probabilities (B, heads, N, M), averaged over heads, conditional half only."
-        if self.cond_half: probs = probs[probs.shape[0] // 2:]
+    def add(self, kind: str, probs: torch.Tensor, halve: bool | None = None):
+        "Add one layer's probabilities (B, heads, N, M), averaged over heads; the second half of the batch only if `halve` (default: `cond_half`)."
+        if self.cond_half if halve is None else halve: probs = probs[probs.shape[0] // 2:]
         key = (kind, self.grid(probs.shape[2]))
         m = probs.float().mean(1)
         if key in self.sums: self.sums[key] += m
@@ -121,9 +121,7 @@ class CaptureAttnProcessor:
         if ctx.shape[0] != qc.shape[0]: raise ValueError(f"entity_context has batch {ctx.shape[0]}, the conditional half {qc.shape[0]}")
         kc = attn.to_k(ctx).view(ctx.shape[0], -1, attn.heads, q.shape[-1]).transpose(1, 2)
         probs = ((qc.float() @ kc.float().transpose(-1, -2)) * attn.scale).softmax(-1)
-        cond_half, self.store.cond_half = self.store.cond_half, False   # already the conditional half
-        try: self.store.add('entity', probs)
-        finally: self.store.cond_half = cond_half
+        self.store.add('entity', probs, halve=False)   # already the conditional half
 
 @contextlib.contextmanager
 def capture_attention(unet,                 # a diffusers UNet2DConditionModel (or any model with attn_processors)

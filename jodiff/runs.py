@@ -22,10 +22,12 @@ def check_config(out,                   # the run folder
                  file: str = 'config.json', # where the folder keeps them
                  defaults: dict | None = None, # values of settings a stored run may lack
                  what: str = 'settings', # how to call them in the message
+                 write: bool = True,    # False: only check (a plan), never store
                 ) -> Path:              # the settings file
     "Store `settings` in `out/file`, or check that they equal the stored ones (`ValueError` naming the differences)."
     f = Path(out) / file
     if not f.is_file():
+        if not write: return f
         with atomic_write(f, 'w') as fh: json.dump(settings, fh, indent=1)
         return f
     try: stored = json.loads(f.read_text())

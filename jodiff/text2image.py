@@ -10,11 +10,12 @@ import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, SchedulerMixin, UNet2DConditionModel
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
+from .attention import AttentionStore, StepMaps, capture_attention
 from .encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 
 # %% auto #0
 __all__ = ['Text2ImagePipelineOutput', 'Text2ImagePipeline', 'tiny_unet2d', 'tiny_text2image', 'load_text2image',
-           'prompt_seed_lists']
+           'prompt_seed_lists', 'check_sampling_inputs']
 
 # %% ../nbs/09_text2image.ipynb #t2000005
 @dataclass
@@ -89,9 +90,8 @@ def prompt_seed_lists(prompt, seeds, num_images_per_prompt: int) -> tuple:
     elif isinstance(seeds, int): seeds = [seeds + i for i in range(len(prompt))]
     return prompt, [int(s) for s in seeds]
 
-@patch
-def check_inputs(self: Text2ImagePipeline, prompt, seeds, num_inference_steps, guidance_scale, output_type="np"):
-    "Validate arguments with messages that say what was expected."
+def check_sampling_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type="np"):
+    "The checks every pipeline's sampling shares (prompts, seeds, steps, guidance, output type), with messages that say what was expected."
     if not isinstance(prompt, list) or not prompt or not all(isinstance(p, str) for p in prompt):
         raise ValueError(f"prompt: expected a string or a non-empty list of strings, got {prompt!r}")
     if len(seeds) != len(prompt): raise ValueError(f"seeds: expected one seed per prompt ({len(prompt)}), got {len(seeds)}")
@@ -99,6 +99,11 @@ def check_inputs(self: Text2ImagePipeline, prompt, seeds, num_inference_steps, g
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
     if not np.isfinite(guidance_scale) or guidance_scale < 0: raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
     if output_type not in ("np", "pil", "latent"): raise ValueError(f"output_type must be 'np', 'pil' or 'latent', got {output_type!r}")
+
+@patch
+def check_inputs(self: Text2ImagePipeline, prompt, seeds, num_inference_steps, guidance_scale, output_type="np"):
+    "Validate arguments with messages that say what was expected."
+    check_sampling_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type)
 
 @patch
 def _encode_prompt(self: Text2ImagePipeline, prompt: list, do_cfg: bool, device):
@@ -124,6 +129,17 @@ def _denoise(self: Text2ImagePipeline, latents, cond, guidance_scale: float, do_
         latents = self.scheduler.step(eps, t, latents, generator=gen).prev_sample
         if callback is not None: latents = (callback(self, i, t, dict(latents=latents, noise_pred=eps)) or {}).get("latents", latents)
     return latents
+
+@patch
+def _denoise_recording(self: Text2ImagePipeline, store: AttentionStore, tff_steps: int, latents, cond, guidance_scale: float,
+                       do_cfg: bool, gen, callback=None):
+    "`_denoise` with the UNet's attention going into `store`; returns (latents, `StepMaps` of `tff_steps` single steps)."
+    per_step = StepMaps(store, len(self.scheduler.timesteps), tff_steps)
+    def after(pipe, i, t, kw):
+        per_step.after_step(i)
+        return callback(pipe, i, t, kw) if callback is not None else kw
+    with capture_attention(self.unet, store): latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, after)
+    return latents, per_step
 
 @patch
 def decode_latents(self: Text2ImagePipeline, latents, output_type: str = "np"):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
-from ..attention import AttentionStore, StepMaps, capture_attention
+from ..attention import AttentionStore
 from ..core import get_label_space
 from ..metrics import tff
 from ..text2image import Text2ImagePipeline, prompt_seed_lists, tiny_text2image
@@ -91,10 +91,7 @@ def read_masks(self_attn,             # (N, N) self-attention of one sample at r
                uncertainty: float = 0.5, # ... and is ignored (255) where it lies in [uncertainty, threshold)
               ) -> np.ndarray:        # (r, r) uint8: 0 background, k+1 for class k, 255 ignore
     "Dataset Diffusion's mask of one sample: per class `A_s^tau @ A_c`, min-max normalised, thresholded with an ignore band."
-    if not 0 <= uncertainty <= threshold <= 1: raise ValueError(f"need 0 <= uncertainty <= threshold <= 1, got {uncertainty}, {threshold}")
-    maps = refined_maps(self_attn, cross_attn, tau)
-    if maps.shape[0] == 0: r = int(round(_tensor(self_attn, 'self_attn').shape[0] ** 0.5)); return np.zeros((r, r), np.uint8)
-    return label_pixels(maps, threshold, uncertainty)
+    return label_pixels(refined_maps(self_attn, cross_attn, tau), threshold, uncertainty)
 
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000021
@@ -176,12 +173,11 @@ class DatasetDiffusionPipeline(Text2ImagePipeline):
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000023
 def _sample_maps(S, E, groups, self_res: int, cross_res: int, tau: int) -> torch.Tensor:
     "(K, r, r) refined maps of one sample from its self-attention (N, N) and read-out attention (Nc, T)."
-    A = entity_maps(E, groups) if groups else torch.zeros((E.shape[0], 0), dtype=torch.float64)
-    K = A.shape[1]
-    if K and cross_res != self_res:
-        A = F.interpolate(A.T.reshape(1, K, cross_res, cross_res), size=(self_res, self_res), mode='bicubic', align_corners=False)[0]
-        A = A.reshape(K, -1).T
-    return refined_maps(S, A, tau) if K else torch.zeros((0, self_res, self_res), dtype=torch.float64)
+    A, K = entity_maps(E, groups), len(groups)
+    if cross_res != self_res:   # bicubic to the self-attention's grid (interpolate refuses zero channels: no class, no map)
+        A = (F.interpolate(A.T.reshape(1, K, cross_res, cross_res), size=(self_res, self_res), mode='bicubic', align_corners=False)[0]
+             .reshape(K, -1).T if K else A.new_zeros((self_res * self_res, 0)))
+    return refined_maps(S, A, tau)
 
 @patch
 @torch.no_grad()
@@ -226,12 +222,7 @@ def __call__(self: DatasetDiffusionPipeline,
     h = self.latent_hw[0]
     store = AttentionStore(kinds=('self', 'entity'), resolutions={'self': {self_res}, 'entity': {cross_res}}, cond_half=do_cfg)
     store.entity_context = class_ctx
-    per_step = StepMaps(store, num_inference_steps, tff_steps)
-    def callback(pipe, i, t, kw):
-        per_step.after_step(i)
-        return callback_on_step_end(pipe, i, t, kw) if callback_on_step_end else kw
-    with capture_attention(self.unet, store):
-        latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, callback)
+    latents, per_step = self._denoise_recording(store, tff_steps, latents, cond, guidance_scale, do_cfg, gen, callback_on_step_end)
     # 6. Decode
     images = self.decode_latents(latents, output_type)
     H, W = 8 * h, 8 * self.latent_hw[1]

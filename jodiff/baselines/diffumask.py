@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
-from ..attention import AttentionStore, StepMaps, capture_attention
+from ..attention import AttentionStore
 from ..core import get_label_space
 from ..metrics import tff
 from ..text2image import Text2ImagePipeline, prompt_seed_lists, tiny_text2image
@@ -119,12 +119,7 @@ def __call__(self: DiffuMaskPipeline,
     # 5. Denoise under the capture (cross-attention at the three finest grids), single-step maps at the TFF steps
     grids = self.attention_grids()[:3]
     store = AttentionStore(kinds=('cross',), resolutions=set(grids), cond_half=do_cfg)
-    per_step = StepMaps(store, num_inference_steps, tff_steps)
-    def callback(pipe, i, t, kw):
-        per_step.after_step(i)
-        return callback_on_step_end(pipe, i, t, kw) if callback_on_step_end else kw
-    with capture_attention(self.unet, store):
-        latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, callback)
+    latents, per_step = self._denoise_recording(store, tff_steps, latents, cond, guidance_scale, do_cfg, gen, callback_on_step_end)
     # 6. Decode
     images = self.decode_latents(latents, output_type)
     H, W = 8 * self.latent_hw[0], 8 * self.latent_hw[1]

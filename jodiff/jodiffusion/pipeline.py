@@ -4,7 +4,6 @@
 
 # %% ../../nbs/22_pipeline.ipynb #8543e7a2
 from __future__ import annotations
-import math
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -13,7 +12,7 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, SchedulerM
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
 from ..core import LabelSpace, get_label_space
-from ..text2image import prompt_seed_lists   # the generation protocol's prompts and seeds, shared with the Image2Mask hosts
+from ..text2image import check_sampling_inputs, prompt_seed_lists   # shared with the Image2Mask hosts
 from ..encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 from .annotation_vae import AnnotationVAE, tiny_annotation_vae  # imported so that `from_pretrained` finds every component class
 from .joint_model import JointDiffusionTransformer, tiny_joint_transformer, mask_vae_scale, mask_latent_channels, latent_hw
@@ -69,15 +68,9 @@ class JoDiffusionPipeline(DiffusionPipeline):
 def check_inputs(self: JoDiffusionPipeline, prompt, seeds, height, width, num_inference_steps, guidance_scale,
                  output_type="np", refine_tau=None):
     "Validate arguments with messages that say what was expected."
-    if not isinstance(prompt, list) or not prompt or not all(isinstance(p, str) for p in prompt):
-        raise ValueError(f"prompt: expected a string or a non-empty list of strings, got {prompt!r}")
-    if len(seeds) != len(prompt): raise ValueError(f"seeds: expected one seed per prompt ({len(prompt)}), got {len(seeds)}")
+    check_sampling_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type)
     H, W = (8 * s for s in latent_hw(self.transformer.config))
     if (height, width) != (H, W): raise ValueError(f"height/width: this transformer generates {H}x{W}, got {height}x{width}")
-    if isinstance(num_inference_steps, bool) or int(num_inference_steps) != num_inference_steps or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
-    if not math.isfinite(guidance_scale) or guidance_scale < 0: raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
-    if output_type not in ("np", "pil", "latent"): raise ValueError(f"output_type must be 'np', 'pil' or 'latent', got {output_type!r}")
     if refine_tau is not None and (isinstance(refine_tau, bool) or int(refine_tau) != refine_tau or refine_tau < 0):
         raise ValueError(f"refine_tau must be None or an int >= 0 (0 or None: no refinement), got {refine_tau!r}")
 

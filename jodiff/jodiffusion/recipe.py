@@ -20,7 +20,7 @@ from .refinement import scaled_tau
 __all__ = ['SCALES', 'DATASETS', 'STAGES', 'WIDE_AVAE', 'PAPER_DATASETS', 'RecipeConfig', 'check_run_config', 'stage_real',
            'stage_avae', 'stage_joint', 'stage_generate', 'stage_syn', 'stage_consistency', 'stage_figures',
            'summarize', 'summary_markdown', 'run_recipe', 'check_data', 'probe_step_times', 'plan_recipe',
-           'check_run_config_only', 'plan_markdown']
+           'plan_markdown']
 
 # %% ../../nbs/70_recipe.ipynb #90692280
 SCALES = ('tiny', 'small', 'test', 'full')   # scale presets
@@ -252,9 +252,10 @@ def _preset(data: str, scale: str, root: str | None = None) -> dict:
 # %% ../../nbs/70_recipe.ipynb #aea68018
 def check_run_config(out,              # the run folder
                      cfg: RecipeConfig, # this run's settings
+                     write: bool = True, # False: only check (a plan)
                     ) -> Path:         # the recipe.json file
     "Store `cfg` in `out/recipe.json`, or check that it equals the stored one (`ValueError` naming the differences)."
-    return check_config(out, cfg.to_dict(), 'recipe.json', defaults=RecipeConfig().to_dict())
+    return check_config(out, cfg.to_dict(), 'recipe.json', defaults=RecipeConfig().to_dict(), write=write)
 
 # %% ../../nbs/70_recipe.ipynb #fb47c588
 _log = logging.getLogger('jodiff.recipe')
@@ -466,13 +467,17 @@ def run_recipe(data: str = 'shapes',       # a name in DATASETS: shapes, camvid,
         check_run_config(out, cfg)
         return _run_stages(cfg, out, log)
 
+def _layout_hint(cfg: RecipeConfig) -> str:
+    "What a paper dataset's --data-root should hold, for a loader's error ('' for the others)."
+    return f"; --data-root {cfg.data_root} should be {PAPER_DATASETS[cfg.data]['layout']}" if cfg.data in PAPER_DATASETS else ''
+
 def check_data(cfg: RecipeConfig):
     "Load every dataset the run reads; a `DataError` names the layout `data_root` should have."
     for spec in dict.fromkeys([cfg.train_spec, cfg.val_spec, cfg.joint_data()]):
         try: load_dataset(spec)
         except DataError as e:
             if cfg.data not in PAPER_DATASETS: raise
-            raise DataError(f"{e}; --data-root {cfg.data_root} should be {PAPER_DATASETS[cfg.data]['layout']}") from None
+            raise DataError(f"{e}{_layout_hint(cfg)}") from None
 
 def _run_stages(cfg: RecipeConfig, out: Path, log) -> dict:
     "The stages of `run_recipe` that are not done yet, then the summary, in a locked run folder."
@@ -598,8 +603,7 @@ def plan_recipe(data: str = 'shapes', out='runs/recipe', scale: str = 'tiny', se
     for role, spec in roles:
         try: rows.append(dict(role=role, spec=spec, items=len(load_dataset(spec))))
         except DataError as e:
-            hint = f"; --data-root should be {PAPER_DATASETS[cfg.data]['layout']}" if cfg.data in PAPER_DATASETS else ''
-            problems.append(f"{role} data: {e}{hint}"); rows.append(dict(role=role, spec=spec, items=None))
+            problems.append(f"{role} data: {e}{_layout_hint(cfg)}"); rows.append(dict(role=role, spec=spec, items=None))
     if cfg.data in PAPER_DATASETS and scale == 'full' and rows[0]['items'] not in (None, PAPER_DATASETS[cfg.data]['n_train']):
         rows[0]['note'] = f"the papers train on {PAPER_DATASETS[cfg.data]['n_train']}"
     weights = {k: getattr(cfg, k) for k in ('image_codec', 'text_codec', 'joint_init', 'seg_pretrained') if getattr(cfg, k)}
@@ -607,7 +611,7 @@ def plan_recipe(data: str = 'shapes', out='runs/recipe', scale: str = 'tiny', se
     problems += [f"{k} {w['id']}: {w['status']}" for k, w in weights.items() if w['status'].startswith('MISSING')]
     try:
         check_out_dir(out, 'recipe.json'); done = _done_stages(out)
-        if (out / 'recipe.json').is_file(): check_run_config_only(out, cfg)
+        check_run_config(out, cfg, write=False)
         out_status = f"resumes: {', '.join(done)} done" if done else ('new run' if not out.exists() else 'starts afresh')
     except ValueError as e: problems.append(str(e)); out_status, done = 'unusable', []
     h, w = _hw(cfg.resolution)
@@ -638,13 +642,6 @@ def plan_recipe(data: str = 'shapes', out='runs/recipe', scale: str = 'tiny', se
     if times and 'segmenter_error' in times: problems.append(f"segmenter {cfg.segmenter}: could not be timed ({times['segmenter_error']})")
     return dict(data=cfg.data, scale=scale, out=str(out), out_status=out_status, datasets=rows, weights=weights, disk=disk, probe=times,
                 processes=P, stages=stages, problems=problems, settings=cfg.to_dict())
-
-def check_run_config_only(out: Path, cfg: RecipeConfig):
-    "`ValueError` when `out/recipe.json` holds other settings than `cfg` (reads only)."
-    stored = json.loads((out / 'recipe.json').read_text())
-    ref = {**RecipeConfig().to_dict(), **stored}
-    diff = [k for k, v in cfg.to_dict().items() if ref.get(k) != v]
-    if diff: raise ValueError(f"--out {out}: holds a run with other settings ({', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); use a new folder")
 
 def _hours(s) -> str: return '-' if s is None else (f'{s / 3600:.1f} h' if s >= 3600 else f'{s / 60:.1f} min' if s >= 60 else f'{s:.1f} s')
 
