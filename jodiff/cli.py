@@ -227,6 +227,7 @@ def segment_train(*, train: list,         # training data spec; repeat for joint
                   mix_ratio: float = None, # joint training: share of the first --train spec in each draw
                   augment: str = API,     # training augmentation: standard (mmseg's) or light
                   finetune_from: str = None, # start from these weights (Synthetic -> Real)
+                  keep_best: float = None, # train on this fraction of each generated (folder:) --train set, lowest TFF first (its scores.jsonl)
                   pretrained: str = None, # backbone checkpoint (path or URL)
                   seed: int = API,        # random seed
                   num_workers: int = API, # dataloader worker processes
@@ -235,7 +236,8 @@ def segment_train(*, train: list,         # training data spec; repeat for joint
                   quiet: bool = False,    # no progress bar
                  ) -> dict:
     "Train a segmenter (resumes in the same --work-dir), then print its metrics as JSON."
-    from jodiff.segment.train import train_segmenter
+    from jodiff.segment.train import train_segmenter, spec_with
+    if keep_best is not None: train = [spec_with(t, keep_best=keep_best) if str(t).startswith('folder:') else t for t in train]
     r = train_segmenter(model, train, val, iters, work_dir, finetune_from=finetune_from, resume=not no_resume, crop_size=crop,
                         batch_size=batch_size, lr=lr, pretrained=pretrained, scale=scale, mix_ratio=mix_ratio, augment=augment, seed=seed,
                         num_workers=num_workers, progress=not quiet, wait=wait)

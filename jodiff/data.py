@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #1d999fba
 from __future__ import annotations
-import copy, json, os, re
+import copy, json, math, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -18,12 +18,12 @@ from .core import (DataError, LabelSpace, get_label_space, read_image, save_imag
 from .shapes import render_scene, LEVELS, split_seed, SPLIT_OFFSETS, SPLIT_SIZE, MIN_SIZE, MAX_SIZE
 
 # %% auto #0
-__all__ = ['KINDS', 'SPEC_OPTIONS', 'TEXT_OPTIONS', 'CAMVID_LUT', 'ADE20K_LUT', 'IMAGE_DIR', 'MASK_DIR', 'RAW_DIR', 'SCORE_DIR',
-           'CAPTIONS_FILE', 'DATASET_FILE', 'DEFAULT_SHAPES_N', 'LOADERS', 'DatasetSpec', 'parse_spec', 'SegDataset',
-           'FileDataset', 'ShapesDataset', 'value_lut', 'load_camvid', 'load_voc', 'load_coco', 'load_ade20k',
-           'load_cityscapes', 'read_jsonl', 'load_folder', 'FolderWriter', 'mark_incomplete', 'shared_dir',
-           'expand_path', 'load_shapes', 'load_dataset', 'Transform', 'Resize', 'RandomCrop', 'RandomFlip', 'Compose',
-           'class_frequencies', 'frequency_table']
+__all__ = ['KINDS', 'SPEC_OPTIONS', 'TEXT_OPTIONS', 'FLOAT_OPTIONS', 'CAMVID_LUT', 'ADE20K_LUT', 'IMAGE_DIR', 'MASK_DIR',
+           'RAW_DIR', 'SCORE_DIR', 'CAPTIONS_FILE', 'DATASET_FILE', 'DEFAULT_SHAPES_N', 'LOADERS', 'DatasetSpec',
+           'parse_spec', 'SegDataset', 'FileDataset', 'ShapesDataset', 'value_lut', 'load_camvid', 'load_voc',
+           'load_coco', 'load_ade20k', 'load_cityscapes', 'read_jsonl', 'load_folder', 'FolderWriter',
+           'mark_incomplete', 'shared_dir', 'expand_path', 'load_shapes', 'load_dataset', 'Transform', 'Resize',
+           'RandomCrop', 'RandomFlip', 'Compose', 'class_frequencies', 'frequency_table']
 
 # %% ../nbs/01_data.ipynb #c7a0862a
 KINDS = {  # kind -> (splits, default split); `None` split means the kind has no splits
@@ -42,8 +42,10 @@ SPEC_OPTIONS = {'n': 'take the first n items (after a seeded shuffle when `seed`
                 'partial': 'folder: 1 reads a folder that a run was extending when it stopped (0: refuse, the default)',
                 'prefix': 'files: keep the items whose name starts with one of these comma-separated prefixes (e.g. a CamVid sequence)',
                 'exclude': 'files: drop the items whose name starts with one of these comma-separated prefixes',
-                'captions': 'files: captions by item name from this .jsonl file ({"name": ..., "caption": ...} per line, e.g. `jodiff captions`)'}
-TEXT_OPTIONS = {'level', 'prefix', 'exclude', 'captions'}   # options whose value is a name; all others are integers
+                'captions': 'files: captions by item name from this .jsonl file ({"name": ..., "caption": ...} per line, e.g. `jodiff captions`)',
+                'keep_best': 'folder: keep this fraction (0 < F <= 1) of the samples with the lowest TFF in its scores.jsonl (the most stable masks)'}
+TEXT_OPTIONS = {'level', 'prefix', 'exclude', 'captions'}   # options whose value is a name
+FLOAT_OPTIONS = {'keep_best'}                               # options whose value is a number; all others are integers
 
 @dataclass
 class DatasetSpec:
@@ -82,12 +84,18 @@ def parse_spec(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50&size=64', 'camvi
     for k, v in parse_qsl(query, keep_blank_values=True):
         if k not in SPEC_OPTIONS: raise DataError(f"dataset spec {spec!r}: unknown option {k!r}; known options: {', '.join(SPEC_OPTIONS)}")
         if k in TEXT_OPTIONS: options[k] = v; continue
+        if k in FLOAT_OPTIONS:
+            try: options[k] = float(v)
+            except ValueError: raise DataError(f"dataset spec {spec!r}: option {k}={v!r} must be a number") from None
+            if not 0 < options[k] <= 1: raise DataError(f"dataset spec {spec!r}: option {k}={v} must be in (0, 1]")
+            continue
         try: options[k] = int(v)
         except ValueError: raise DataError(f"dataset spec {spec!r}: option {k}={v!r} must be an integer") from None
         if options[k] < (1 if k == 'n' else 0): raise DataError(f"dataset spec {spec!r}: option {k}={v} is out of range")
     for k in ('size', 'level'):
         if k in options and kind != 'shapes': raise DataError(f"dataset spec {spec!r}: option {k!r} only applies to shapes")
-    if 'partial' in options and kind != 'folder': raise DataError(f"dataset spec {spec!r}: option 'partial' only applies to folder")
+    for k in ('partial', 'keep_best'):
+        if k in options and kind != 'folder': raise DataError(f"dataset spec {spec!r}: option {k!r} only applies to folder")
     if 'captions' in options and kind == 'shapes': raise DataError(f"dataset spec {spec!r}: option 'captions' applies to file datasets, not shapes (they have their own)")
     for k in ('prefix', 'exclude'):
         if k in options and kind == 'shapes': raise DataError(f"dataset spec {spec!r}: option {k!r} applies to file datasets, not shapes")
@@ -434,6 +442,16 @@ def _with_caption_file(ds: SegDataset, path) -> SegDataset:
     ds = copy.copy(ds); ds.records = [dict(r, caption=caps.get(r['name']) or r.get('caption')) for r in ds.records]
     return ds
 
+def _keep_best(ds: SegDataset, root: Path, fraction: float) -> SegDataset:
+    "The `ceil(fraction * n)` samples of a generated folder with the lowest TFF (ties by name); `DataError` without scores."
+    p = root / 'scores.jsonl'
+    scores = {r['name']: r['tff'] for r in read_jsonl(p) if 'tff' in r} if p.is_file() else {}
+    missing = [n for n in ds.names if n not in scores]
+    if missing: raise DataError(f"{root}: keep_best needs a TFF score per sample in scores.jsonl; {len(missing)} of {len(ds)} have none "
+                                f"(first: {missing[0]!r}); generate with a method that scores its samples")
+    order = sorted(range(len(ds)), key=lambda i: (scores[ds.names[i]], ds.names[i]))
+    return ds.select(sorted(order[:math.ceil(fraction * len(ds))]))
+
 LOADERS = dict(camvid=load_camvid, voc=load_voc, coco=load_coco, ade20k=load_ade20k,
                cityscapes=load_cityscapes, folder=load_folder)
 
@@ -449,6 +467,7 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
         extra = dict(partial=bool(o['partial'])) if 'partial' in o else {}
         ds = LOADERS[spec.kind](expand_path(spec.path), spec.split, **extra)
         if 'captions' in o: ds = _with_caption_file(ds, o['captions'])
+        if 'keep_best' in o: ds = _keep_best(ds, expand_path(spec.path), o['keep_best'])
         if 'prefix' in o or 'exclude' in o:
             keep, drop = (tuple(o[k].split(',')) if k in o else None for k in ('prefix', 'exclude'))
             ds = ds.select([i for i, n in enumerate(ds.names) if (keep is None or n.startswith(keep)) and not (drop and n.startswith(drop))])

@@ -71,3 +71,23 @@ def test_prompts_from_captions_classes_or_a_captioner(tmp_path):
     assert len(read_prompts(tmp_path / 'c.txt')) == 2
     bad = run('prompts', '--classes', 'shapes', '--out', str(tmp_path / 'a.txt'), check=False)
     assert bad.returncode == 2 and 'exists' in bad.stderr and read_prompts(tmp_path / 'a.txt') == captions_of('shapes:train?n=3&size=32')
+
+def test_segment_train_keep_best_filters_generated_sets_by_their_tff(tmp_path):
+    "`jodiff segment train --keep-best F` trains on the most stable fraction of each generated --train folder; a fraction outside (0, 1] or a folder without scores is one line, exit 2, nothing written."
+    from jodiff.generation import generate
+    from jodiff.jodiffusion.pipeline import tiny_pipeline
+    from jodiff.data import load_dataset
+    pipe = tiny_pipeline(0, num_classes=8); pipe.set_progress_bar_config(disable=True)
+    generate(pipe, ['a red circle', 'a blue square'], 4, tmp_path / 'syn', num_inference_steps=2, progress=False, label_space='shapes')
+    tffs = [json.loads(l)['tff'] for l in (tmp_path / 'syn' / 'scores.jsonl').read_text().splitlines()]
+    r = run('segment', 'train', '--train', f'folder:{tmp_path}/syn', '--work-dir', str(tmp_path / 'seg'), '--iters', '2', '--batch-size', '2',
+            '--crop', '32', '--keep-best', '0.5', '--quiet')
+    kept = load_dataset(f'folder:{tmp_path}/syn?keep_best=0.5').names
+    assert len(kept) == 2 and sorted(tffs)[:2] == sorted(t for n, t in zip(load_dataset(f'folder:{tmp_path}/syn').names, tffs) if n in kept)
+    ck = json.loads(r.stdout.strip().splitlines()[-1])['checkpoint']
+    assert Path(ck).is_file()
+    bad = run('segment', 'train', '--train', f'folder:{tmp_path}/syn', '--work-dir', str(tmp_path / 'seg2'), '--iters', '2', '--keep-best', '2', check=False)
+    assert bad.returncode == 2 and 'keep_best=2' in bad.stderr and '(0, 1]' in bad.stderr and bad.stderr.strip().count('\n') == 0
+    (tmp_path / 'syn' / 'scores.jsonl').unlink()
+    bad = run('segment', 'train', '--train', f'folder:{tmp_path}/syn', '--work-dir', str(tmp_path / 'seg3'), '--iters', '2', '--keep-best', '0.5', check=False)
+    assert bad.returncode == 2 and 'needs a TFF score' in bad.stderr and not (tmp_path / 'seg2').exists() and not (tmp_path / 'seg3').exists()

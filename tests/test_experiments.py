@@ -74,3 +74,32 @@ def test_study_reads_one_stored_record_per_lever(tmp_path):
         v = [x for x in r['per_class'].values() if x is not None]   # None: a class absent from the check part
         assert r['check_mIoU'] == pytest.approx(sum(v) / len(v), abs=0.06), r['name']
     assert not (tmp_path / 'work').exists()                      # reading the records trains nothing
+
+
+def test_jodiffusion_table1_test_scale(tmp_path):
+    "JoDiffusion's Table 1 in miniature: every method samples the same prompts, scores each pair by its TFF, and each cell is its segmenter's own evaluation."
+    run_papermill('experiments/jodiffusion_table1.ipynb', tmp_path / 'out.ipynb', dataset='shapes', scale='test', keep_best=0.5,
+                  output_dir=tmp_path / 'res', work_dir=tmp_path / 'work')
+    res, work = tmp_path / 'res' / 'shapes-test-seed0-keep0.5', tmp_path / 'work' / 'shapes-test-seed0'
+    rows = list(csv.reader((res / 'table.csv').open()))
+    assert rows[0] == ['segmenter', 'method', 'Syn', 'Real+Syn', 'tff_mean']
+    assert [r[1] for r in rows[1:]] == ['Real', 'DiffuMask', 'Dataset Diffusion', 'JoDiffusion']
+    seg = work / 'segment' / 'deeplabv3-r18-tiny'
+    for r, m in zip(rows[2:], ('diffumask', 'dataset-diffusion', 'jodiffusion')):
+        for v, c in zip(r[2:4], ('syn', 'real_syn')):
+            meta = json.loads((seg / m / f'{c}-keep0.5' / 'metrics.json').read_text())
+            assert float(v) == pytest.approx(meta['mIoU'], abs=1e-4), (m, c)
+            assert meta['train_specs'][-1] == f"folder:{work / 'pairs' / m}?keep_best=0.5"
+        scores = [json.loads(l) for l in (work / 'pairs' / m / 'scores.jsonl').read_text().splitlines()]
+        assert len(scores) == 4 and all(0 <= s['tff'] <= 1 for s in scores)
+        assert float(r[4]) == pytest.approx(sum(s['tff'] for s in scores) / 4, abs=1e-4)
+    prompts = [[json.loads(l)['caption'] for l in (work / 'pairs' / m / 'captions.jsonl').read_text().splitlines()]
+               for m in ('diffumask', 'dataset-diffusion', 'jodiffusion')]
+    assert prompts[0] == prompts[1] == prompts[2]   # the same prompts, so the pairs differ only by method
+    data = json.loads((res / 'results.json').read_text())
+    assert all(data['seconds'][f'{m}_s_per_pair'] > 0 for m in ('diffumask', 'dataset-diffusion', 'jodiffusion'))
+    assert '| JoDiffusion | 72.5 | 94% |' in (res / 'paper_beside_ours.md').read_text()
+    for f in ('pairs_side_by_side.png', 'tff.png'): assert (res / f).stat().st_size > 1000
+    r = run_papermill('experiments/jodiffusion_table1.ipynb', tmp_path / 'bad.ipynb', expect_ok=False, methods='diffumask,freegen',
+                      output_dir=tmp_path / 'res', work_dir=tmp_path / 'work')
+    assert r.returncode != 0 and "ValueError: methods: choose from diffumask, dataset-diffusion, jodiffusion, got 'diffumask,freegen'" in r.stdout + r.stderr

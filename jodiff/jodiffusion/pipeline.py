@@ -12,6 +12,7 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, SchedulerM
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
 from ..core import LabelSpace, get_label_space
+from ..metrics import tff
 from ..text2image import check_sampling_inputs, prompt_seed_lists   # shared with the Image2Mask hosts
 from ..encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 from .annotation_vae import AnnotationVAE, tiny_annotation_vae  # imported so that `from_pretrained` finds every component class
@@ -19,7 +20,7 @@ from .joint_model import JointDiffusionTransformer, tiny_joint_transformer, mask
 from .refinement import refine_mask
 
 # %% auto #0
-__all__ = ['JoDiffusionPipelineOutput', 'JoDiffusionPipeline', 'tiny_pipeline']
+__all__ = ['JoDiffusionPipelineOutput', 'JoDiffusionPipeline', 'tff_marks', 'tiny_pipeline']
 
 # %% ../../nbs/22_pipeline.ipynb #badc4b9c
 @dataclass
@@ -29,6 +30,7 @@ class JoDiffusionPipelineOutput(BaseOutput):
     masks: np.ndarray           # (B,H,W) uint8 class ids, refined when `refine_tau` is set
     seeds: list                 # one seed per sample
     raw_masks: np.ndarray | None = None  # (B,H,W) the masks before refinement (None when not refined)
+    scores: list | None = None           # per sample {'tff': ..., 'classes': ...} (None when `tff_steps=0`)
 
 # %% ../../nbs/22_pipeline.ipynb #321aaada
 class JoDiffusionPipeline(DiffusionPipeline):
@@ -66,19 +68,20 @@ class JoDiffusionPipeline(DiffusionPipeline):
 # %% ../../nbs/22_pipeline.ipynb #jp000002
 @patch
 def check_inputs(self: JoDiffusionPipeline, prompt, seeds, height, width, num_inference_steps, guidance_scale,
-                 output_type="np", refine_tau=None):
+                 output_type="np", refine_tau=None, tff_steps=0):
     "Validate arguments with messages that say what was expected."
     check_sampling_inputs(prompt, seeds, num_inference_steps, guidance_scale, output_type)
     H, W = (8 * s for s in latent_hw(self.transformer.config))
     if (height, width) != (H, W): raise ValueError(f"height/width: this transformer generates {H}x{W}, got {height}x{width}")
     if refine_tau is not None and (isinstance(refine_tau, bool) or int(refine_tau) != refine_tau or refine_tau < 0):
         raise ValueError(f"refine_tau must be None or an int >= 0 (0 or None: no refinement), got {refine_tau!r}")
+    if isinstance(tff_steps, bool) or not isinstance(tff_steps, int) or tff_steps < 0: raise ValueError(f"tff_steps must be an int >= 0, got {tff_steps!r}")
 
 @patch
-def check_options(self: JoDiffusionPipeline, num_inference_steps, guidance_scale, height, width, refine_tau, **_):
+def check_options(self: JoDiffusionPipeline, num_inference_steps, guidance_scale, height, width, refine_tau, tff_steps=4, **_):
     "The checks of `__call__` on its options alone (all of them, as `generate` resolves them), run before anything is written."
     H, W = (8 * s for s in latent_hw(self.transformer.config))
-    self.check_inputs(['a'], [0], height or H, width or W, num_inference_steps, guidance_scale, 'np', refine_tau)
+    self.check_inputs(['a'], [0], height or H, width or W, num_inference_steps, guidance_scale, 'np', refine_tau, tff_steps)
 
 # %% ../../nbs/22_pipeline.ipynb #jp000004
 @patch
@@ -109,10 +112,15 @@ def _guided_noise(self: JoDiffusionPipeline, latents, t, cond, guidance_scale: f
     return e_u + guidance_scale * (e_c - e_u)
 
 @patch
-def _denoise(self: JoDiffusionPipeline, latents, cond, guidance_scale: float, do_cfg: bool, gen, callback=None):
-    "Run the scheduler's steps from `latents`; `callback(pipe, i, t, {'latents', 'noise_pred'})` after each."
+def _denoise(self: JoDiffusionPipeline, latents, cond, guidance_scale: float, do_cfg: bool, gen, callback=None,
+             marks=(), x0=None):
+    "Run the scheduler's steps from `latents`; `callback(pipe, i, t, {'latents', 'noise_pred'})` after each; at steps in `marks`, append the predicted clean mask latent to `x0`."
+    C = self.transformer.config.in_channels
     for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
         eps = self._guided_noise(latents, t, cond, guidance_scale, do_cfg)
+        if i in marks:   # x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), its mask channels
+            ab = self.scheduler.alphas_cumprod[int(t)].to(latents.device, torch.float32)
+            x0.append(((latents[:, C:].float() - (1 - ab).sqrt() * eps[:, C:].float()) / ab.sqrt()).to(latents.dtype))
         latents = self.scheduler.step(eps, t, latents, generator=gen).prev_sample
         if callback is not None: latents = (callback(self, i, t, dict(latents=latents, noise_pred=eps)) or {}).get("latents", latents)
     return latents
@@ -132,6 +140,22 @@ def decode_latents(self: JoDiffusionPipeline,
     if output_type == "latent": return zi, masks
     images = tensor_to_uint8(self.image_codec.decode(zi))
     return ([Image.fromarray(i) for i in images] if output_type == "pil" else images), masks
+
+def tff_marks(num_steps: int, k: int) -> list:
+    "The `k` uniformly spaced steps (indices into `num_steps`) at which the TFF reads masks (FreeGen Eq. 4); [] for k = 0."
+    return sorted(set(np.linspace(0, num_steps - 1, k).round().astype(int).tolist())) if k else []
+
+@patch
+def step_scores(self: JoDiffusionPipeline, x0: list) -> list:
+    "Per sample: the TFF of the masks decoded from the predicted clean mask latents `x0` (K of (B,Cm,h,w)), one-hot over the classes any of them holds."
+    cfg = self.transformer.config
+    ids = np.stack([np.asarray(self.annotation_vae.decode_mask((z / (cfg.mask_scale * mask_vae_scale(self.annotation_vae))).to(self.annotation_vae.dtype)).cpu())
+                    for z in x0], 1)   # (B, K, H, W)
+    out = []
+    for m in ids:
+        present = np.unique(m)
+        out.append(dict(tff=tff((m[:, None] == present[None, :, None, None]).astype(np.float32)), classes=int(present.size)))
+    return out
 
 def _refine(masks: np.ndarray, refine_tau, label_space) -> tuple:
     "(raw masks or None, final masks): regions under `refine_tau` pixels absorbed, the background class left alone."
@@ -155,13 +179,14 @@ def __call__(self: JoDiffusionPipeline,
              return_dict: bool = True,              # a `JoDiffusionPipelineOutput`, else (images, masks, seeds)
              num_images_per_prompt: int = 1,        # samples per prompt
              callback_on_step_end=None,             # f(pipe, i, t, {'latents', 'noise_pred'}) -> dict, after each step
+             tff_steps: int = 4,                    # K uniformly spaced steps for the TFF score (0: none)
             ):
     "Generate images and masks from text."
     # 1. Check inputs
     prompt, seeds = prompt_seed_lists(prompt, seeds, num_images_per_prompt)
     H, W = (8 * s for s in latent_hw(self.transformer.config))
     height, width = height or H, width or W
-    self.check_inputs(prompt, seeds, height, width, num_inference_steps, guidance_scale, output_type, refine_tau)
+    self.check_inputs(prompt, seeds, height, width, num_inference_steps, guidance_scale, output_type, refine_tau, tff_steps)
     device, do_cfg = self._execution_device, guidance_scale != 1.0
     # 2. Encode prompt
     cond = self._encode_prompt(prompt, do_cfg, device)
@@ -170,15 +195,18 @@ def __call__(self: JoDiffusionPipeline,
     # 4. Prepare latents: one joint draw per sample from its own seed
     latents = self._initial_latents(seeds, device)
     gen = torch.Generator().manual_seed(seeds[0])  # only used by stochastic schedulers
-    # 5. Denoising loop
-    latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, callback_on_step_end)
+    # 5. Denoising loop, keeping the predicted clean mask latent at the TFF's K steps
+    x0 = []
+    latents = self._denoise(latents, cond, guidance_scale, do_cfg, gen, callback_on_step_end, tff_marks(num_inference_steps, tff_steps), x0)
     # 6. Decode
     images, masks = self.decode_latents(latents, output_type)
     # 7. Refine small mask regions (boundary-majority voting)
     raw, masks = _refine(masks, refine_tau, label_space)
+    # 8. Scores: the Temporal Fluctuation Factor of the masks decoded from the K predicted clean latents
+    scores = self.step_scores(x0) if x0 else None
     self.maybe_free_model_hooks()
     if not return_dict: return images, masks, seeds
-    return JoDiffusionPipelineOutput(images=images, masks=masks, seeds=seeds, raw_masks=raw)
+    return JoDiffusionPipelineOutput(images=images, masks=masks, seeds=seeds, raw_masks=raw, scores=scores)
 
 # %% ../../nbs/22_pipeline.ipynb #0e84f056
 def tiny_pipeline(seed: int = 0,          # seed for all tiny components
