@@ -15,9 +15,10 @@ __all__ = ['SD21_BASE_UNET', 'BENCH_UNET', 'AttentionStore', 'CaptureAttnProcess
 # %% ../nbs/08_attention.ipynb #at000005
 class AttentionStore:
     "Running per-resolution sums of head-averaged attention probabilities of the conditional half, and their counts."
-    KINDS = ('self', 'cross', 'entity')
+    KINDS = ('self', 'cross', 'entity', 'self_heads', 'readout')
     def __init__(self,
-                 kinds=('self', 'cross'),    # what to record: 'self', 'cross', 'entity' (the read-out keys of `entity_context`)
+                 kinds=('self', 'cross'),    # what to record: 'self', 'cross', 'entity' (the read-out keys of `entity_context`),
+                                             # 'self_heads' (self-attention per head), 'readout' (queries and read-out keys of the last cross layer)
                  resolutions=None,          # latent-grid sides (r or (h, w)) to record at, or a dict kind -> sides; None: all
                  steps=None,                # UNet-call indices to record at (the caller advances `step`); None: all
                  cond_half: bool = True,    # the batch is [uncond, cond] (classifier-free guidance): keep the second half
@@ -36,7 +37,7 @@ class AttentionStore:
 
     def reset(self):
         "Forget every sum; the step counter starts again at 0."
-        self.sums, self.counts, self.step = {}, {}, 0
+        self.sums, self.counts, self.step, self.readouts = {}, {}, 0, {}
 
     def grid(self, n: int) -> tuple:
         "(h, w) of a layer with `n` image tokens."
@@ -54,10 +55,10 @@ class AttentionStore:
         return self.resolutions is None or self.grid(n) in self.resolutions.get(kind, ())
 
     def add(self, kind: str, probs: torch.Tensor, halve: bool | None = None):
-        "Add one layer's probabilities (B, heads, N, M), averaged over heads; the second half of the batch only if `halve` (default: `cond_half`)."
+        "Add one layer's probabilities (B, heads, N, M), averaged over heads ('self_heads': kept per head); the second half of the batch only if `halve` (default: `cond_half`)."
         if self.cond_half if halve is None else halve: probs = probs[probs.shape[0] // 2:]
         key = (kind, self.grid(probs.shape[2]))
-        m = probs.float().mean(1)
+        m = probs.float() if kind == 'self_heads' else probs.float().mean(1)
         if key in self.sums: self.sums[key] += m
         else: self.sums[key] = m.clone()
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -70,8 +71,16 @@ class AttentionStore:
             raise KeyError(f"AttentionStore: no {key[0]} attention recorded at {key[1][0]}x{key[1][1]} (recorded: {have})")
         return self.sums[key] / self.counts[key]
 
+    def readout(self, res) -> dict:
+        "What the last cross-attention layer at `res` saw at the last recorded step: its conditional queries `query` (B, heads, N, d), the read-out keys `keys` (B, T, C) of `entity_context`, and `scale`."
+        key = (res, res) if isinstance(res, int) else tuple(res)
+        if key not in self.readouts:
+            have = ', '.join(f"{h}x{w}" for h, w in sorted(self.readouts)) or 'nothing'
+            raise KeyError(f"AttentionStore: no read-out recorded at {key[0]}x{key[1]} (recorded at: {have}; set entity_context and kinds 'readout')")
+        return self.readouts[key]
+
     @property
-    def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.sums.values())
+    def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in [*self.sums.values(), *(v for r in self.readouts.values() for v in r.values() if torch.is_tensor(v))])
 
 # %% ../nbs/08_attention.ipynb #at000007
 class CaptureAttnProcessor:
@@ -97,16 +106,20 @@ class CaptureAttnProcessor:
         q, k, v = split(query), split(key), split(value)
         if attn.norm_q is not None: q = attn.norm_q(q)
         if attn.norm_k is not None: k = attn.norm_k(k)
-        if store.wants(kind, N):
+        heads = kind == 'self' and store.wants('self_heads', N)
+        if store.wants(kind, N) or heads:
             scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale
             if attention_mask is not None: scores = scores + attention_mask.float()
             probs = scores.softmax(-1)
-            store.add(kind, probs)
+            if store.wants(kind, N): store.add(kind, probs)
+            if heads: store.add('self_heads', probs)
             out = (probs.to(v.dtype) @ v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False, scale=attn.scale)
         if kind == 'cross' and store.entity_context is not None and store.wants('entity', N):
             self._entity(attn, q, B)
+        if kind == 'cross' and store.entity_context is not None and store.wants('readout', N):
+            self._readout(attn, q, B)
         out = out.transpose(1, 2).reshape(B, -1, attn.heads * q.shape[-1]).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))   # projection, dropout
         if ndim == 4: out = out.transpose(-1, -2).reshape(b, c, h, w)
@@ -122,6 +135,13 @@ class CaptureAttnProcessor:
         kc = attn.to_k(ctx).view(ctx.shape[0], -1, attn.heads, q.shape[-1]).transpose(1, 2)
         probs = ((qc.float() @ kc.float().transpose(-1, -2)) * attn.scale).softmax(-1)
         self.store.add('entity', probs, halve=False)   # already the conditional half
+
+    def _readout(self, attn, q, B):
+        "Keep this layer's conditional queries and the read-out keys of `store.entity_context` (the last such layer at a resolution wins)."
+        ctx = self.store.entity_context.to(q.device, q.dtype)
+        if attn.norm_cross: ctx = attn.norm_encoder_hidden_states(ctx)
+        qc = q[B // 2:] if self.store.cond_half else q
+        self.store.readouts[self.store.grid(q.shape[2])] = dict(query=qc.float(), keys=attn.to_k(ctx).float(), scale=float(attn.scale), heads=attn.heads)
 
 @contextlib.contextmanager
 def capture_attention(unet,                 # a diffusers UNet2DConditionModel (or any model with attn_processors)

@@ -4,18 +4,20 @@
 
 # %% ../nbs/09_text2image.ipynb #t2000002
 from __future__ import annotations
+import re
 from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline, SchedulerMixin, UNet2DConditionModel
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
+from .core import get_label_space
 from .attention import AttentionStore, StepMaps, capture_attention
 from .encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 
 # %% auto #0
 __all__ = ['Text2ImagePipelineOutput', 'Text2ImagePipeline', 'tiny_unet2d', 'tiny_text2image', 'load_text2image',
-           'prompt_seed_lists', 'check_sampling_inputs']
+           'prompt_seed_lists', 'check_sampling_inputs', 'prompt_classes', 'class_token_groups', 'to_label_ids']
 
 # %% ../nbs/09_text2image.ipynb #t2000005
 @dataclass
@@ -53,6 +55,11 @@ class Text2ImagePipeline(DiffusionPipeline):
     def latent_hw(self) -> tuple:
         s = self.unet.config.sample_size
         return (s, s) if isinstance(s, int) else tuple(s)
+
+    def attention_grids(self) -> list:
+        "Sides of the latent grids the UNet attends at (its cross-attention levels), finest first."
+        h = self.latent_hw[0]
+        return [h // 2 ** i for i, b in enumerate(self.unet.config.down_block_types) if 'CrossAttn' in b]
 
 def tiny_unet2d(seed: int = 0, cross_dim: int = 32, sample_size: int = 4, latent_channels: int = 4) -> UNet2DConditionModel:
     "A seeded two-level UNet2DConditionModel, self- and cross-attention at both levels, for tests."
@@ -179,3 +186,43 @@ def __call__(self: Text2ImagePipeline,
     images = self.decode_latents(latents, output_type)
     self.maybe_free_model_hooks()
     return Text2ImagePipelineOutput(images=images, seeds=seeds) if return_dict else (images, seeds)
+
+# %% ../nbs/09_text2image.ipynb #t2000012
+def _phrase(name: str) -> str: return str(name).replace('_', ' ').strip().lower()
+
+def prompt_classes(prompt: str, space=None) -> tuple:
+    "(caption, class names, label ids or None): the names after '; ', else the label space's names found in the caption."
+    caption, sep, tail = prompt.partition('; ')
+    sp = get_label_space(space) if space is not None else None
+    if sep:
+        names = tail.split()
+        if sp is None: return caption, names, None
+        lookup = {_phrase(n).replace(' ', ''): i for i, n in enumerate(sp.names)}
+        ids = [lookup.get(n.lower().replace('_', '')) for n in names]
+        bad = [n for n, i in zip(names, ids) if i is None]
+        if bad: raise ValueError(f"prompt {prompt!r}: classes {bad} are not in label space {sp.name!r}")
+        return caption, names, ids
+    if sp is None: return caption, [], None
+    low, found = caption.lower(), []
+    for i, n in enumerate(sp.names):
+        if i == sp.background: continue
+        m = re.search(rf"\b{re.escape(_phrase(n))}\b", low)
+        if m: found.append((m.start(), i))
+    ids = [i for _, i in sorted(found)]
+    return caption, [_phrase(sp.names[i]) for i in ids], ids
+
+def class_token_groups(tokenizer, names, max_length: int) -> list:
+    "Token positions of each class name in the class prompt ' '.join(names) (after its start token; cut at max_length)."
+    has_start = bool(tokenizer('a').input_ids) and tokenizer('a').input_ids[0] in (tokenizer.bos_token_id, tokenizer.cls_token_id)
+    pos, groups = int(has_start), []
+    for n in names:
+        k = len(tokenizer(n, add_special_tokens=False).input_ids)
+        groups.append([j for j in range(pos, pos + k) if j < max_length - 1]); pos += k
+    return groups
+
+def to_label_ids(mask: np.ndarray, ids, space) -> np.ndarray:
+    "A read-out mask (0 background, k+1 class k, 255 ignore) in the label space's ids (background: its class, else ignore)."
+    lut = np.full(256, 255, np.uint8)
+    lut[0] = space.background if space.background is not None else space.ignore_index
+    lut[1:len(ids) + 1] = ids
+    return lut[mask]

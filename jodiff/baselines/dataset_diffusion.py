@@ -15,10 +15,11 @@ from ..attention import AttentionStore
 from ..core import get_label_space
 from ..metrics import tff
 from ..text2image import Text2ImagePipeline, prompt_seed_lists, tiny_text2image
+from ..text2image import prompt_classes, class_token_groups, to_label_ids   # shared with every read-out method
 
 # %% auto #0
 __all__ = ['dd_prompts', 'entity_maps', 'refined_maps', 'label_pixels', 'read_masks', 'DatasetDiffusionPipelineOutput',
-           'prompt_classes', 'class_token_groups', 'to_label_ids', 'DatasetDiffusionPipeline']
+           'DatasetDiffusionPipeline']
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000006
 def dd_prompts(caption: str,       # the image's caption
@@ -103,44 +104,6 @@ class DatasetDiffusionPipelineOutput(BaseOutput):
     seeds: list
     scores: list                # per sample: {'tff': ..., 'classes': ...}
 
-def _phrase(name: str) -> str: return str(name).replace('_', ' ').strip().lower()
-
-def prompt_classes(prompt: str, space=None) -> tuple:
-    "(caption, class names, label ids or None): the names after '; ', else the label space's names found in the caption."
-    caption, sep, tail = prompt.partition('; ')
-    sp = get_label_space(space) if space is not None else None
-    if sep:
-        names = tail.split()
-        if sp is None: return caption, names, None
-        lookup = {_phrase(n).replace(' ', ''): i for i, n in enumerate(sp.names)}
-        ids = [lookup.get(n.lower().replace('_', '')) for n in names]
-        bad = [n for n, i in zip(names, ids) if i is None]
-        if bad: raise ValueError(f"prompt {prompt!r}: classes {bad} are not in label space {sp.name!r}")
-        return caption, names, ids
-    if sp is None: return caption, [], None
-    low, found = caption.lower(), []
-    for i, n in enumerate(sp.names):
-        if i == sp.background: continue
-        m = re.search(rf"\b{re.escape(_phrase(n))}\b", low)
-        if m: found.append((m.start(), i))
-    ids = [i for _, i in sorted(found)]
-    return caption, [_phrase(sp.names[i]) for i in ids], ids
-
-def class_token_groups(tokenizer, names, max_length: int) -> list:
-    "Token positions of each class name in the class prompt ' '.join(names) (after its start token; cut at max_length)."
-    has_start = bool(tokenizer('a').input_ids) and tokenizer('a').input_ids[0] in (tokenizer.bos_token_id, tokenizer.cls_token_id)
-    pos, groups = int(has_start), []
-    for n in names:
-        k = len(tokenizer(n, add_special_tokens=False).input_ids)
-        groups.append([j for j in range(pos, pos + k) if j < max_length - 1]); pos += k
-    return groups
-
-def to_label_ids(mask: np.ndarray, ids, space) -> np.ndarray:
-    "A read-out mask (0 background, k+1 class k, 255 ignore) in the label space's ids (background: its class, else ignore)."
-    lut = np.full(256, 255, np.uint8)
-    lut[0] = space.background if space.background is not None else space.ignore_index
-    lut[1:len(ids) + 1] = ids
-    return lut[mask]
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000022
 class DatasetDiffusionPipeline(Text2ImagePipeline):
@@ -149,11 +112,6 @@ class DatasetDiffusionPipeline(Text2ImagePipeline):
     def tiny(cls, seed: int = 0) -> 'DatasetDiffusionPipeline':
         "A pipeline on the tiny random host (32x32 images), for tests and `jodiff bench generate`."
         return cls(**tiny_text2image(seed).components)
-
-    def attention_grids(self) -> list:
-        "Sides of the latent grids the UNet attends at, finest first."
-        h = self.latent_hw[0]
-        return [h // 2 ** i for i, b in enumerate(self.unet.config.down_block_types) if 'CrossAttn' in b]
 
     def default_resolutions(self) -> tuple:
         g, h = self.attention_grids(), self.latent_hw[0]

@@ -14,7 +14,8 @@ from ..attention import AttentionStore
 from ..core import get_label_space
 from ..metrics import tff
 from ..text2image import Text2ImagePipeline, prompt_seed_lists, tiny_text2image
-from .dataset_diffusion import entity_maps, prompt_classes, to_label_ids
+from .dataset_diffusion import entity_maps
+from ..text2image import prompt_classes, to_label_ids
 
 # %% auto #0
 __all__ = ['scaled_maps', 'read_masks', 'DiffuMaskPipelineOutput', 'word_token_positions', 'DiffuMaskPipeline']
@@ -75,10 +76,6 @@ class DiffuMaskPipeline(Text2ImagePipeline):
     def tiny(cls, seed: int = 0) -> 'DiffuMaskPipeline':
         "A pipeline on the tiny random host (32x32 images), for tests and `jodiff bench generate`."
         return cls(**tiny_text2image(seed).components)
-
-    def attention_grids(self) -> list:
-        h = self.latent_hw[0]
-        return [h // 2 ** i for i, b in enumerate(self.unet.config.down_block_types) if 'CrossAttn' in b]
 
     def check_options(self, num_inference_steps=50, guidance_scale=7.0, threshold=0.45, tff_steps=4, **_):
         "The checks of `__call__` on its options, before anything is written."
