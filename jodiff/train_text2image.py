@@ -132,7 +132,10 @@ def train_text2image(dataset: str = 'shapes:train?n=200&size=64',  # images with
         pipe = Text2ImagePipeline.from_components(net, ImageCodec(icodec.vae, icodec.scaling_factor, icodec.shift_factor),
                                                   TextCodec(tcodec.tokenizer, tcodec.model, tcodec.max_length))
         pipe.save_pretrained(str(out_dir / 'pipeline'))
-        (out_dir / 'train_log.json').write_text(json.dumps(dict(steps=steps, steps_this_run=len(losses), losses=losses, seconds=dt,
+        log_file = out_dir / 'train_log.json'   # a resumed run adds its time and losses to the earlier runs'
+        prev = json.loads(log_file.read_text()) if start and log_file.is_file() else {}
+        log_file.write_text(json.dumps(dict(steps=steps, steps_this_run=len(losses), losses=prev.get('losses', [])[:start] + losses,
+            seconds=prev.get('seconds', 0.0) + dt,
             processes=W, samples_per_s=speed, dataset=str(dataset), resolution=list(hw), batch_size=batch_size, lr=lr, seed=seed,
             params=sum(p.numel() for p in net.parameters()))))
     acc.wait_for_everyone(); acc.end_training()
