@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib, math, os, time
 import torch
 import torch.nn.functional as F
+from .metrics import tff_marks
 
 # %% auto #0
 __all__ = ['SD21_BASE_UNET', 'BENCH_UNET', 'AttentionStore', 'CaptureAttnProcessor', 'capture_attention', 'tiny_unet', 'StepMaps',
@@ -168,7 +169,7 @@ class StepMaps:
     "The store's maps of single steps at `k` uniformly spaced steps of `num_steps`, from snapshots of its running sums."
     def __init__(self, store: AttentionStore, num_steps: int, k: int = 4):
         self.store, self.snaps, self.maps = store, {}, []
-        self.marks = sorted(set(torch.linspace(0, num_steps - 1, k).round().long().tolist())) if k else []
+        self.marks = tff_marks(num_steps, k)
 
     def after_step(self, i: int):
         "Call after UNet call `i`: keep step `i`'s own means if it is marked, snapshot before the next marked one; advance the store."

@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .core import DataError
 
 # %% auto #0
-__all__ = ['IoUMeter', 'compute_miou', 'seen_unseen', 'mask_colour_r2', 'tff', 'iou_table']
+__all__ = ['IoUMeter', 'compute_miou', 'seen_unseen', 'mask_colour_r2', 'tff_marks', 'tff', 'iou_table']
 
 # %% ../nbs/02_metrics.ipynb #fe6c68f6
 def _as_ids(x,          # array or tensor of class ids
@@ -169,6 +169,12 @@ def mask_colour_r2(images,                 # sequence of (H,W,3) uint8 images
     return float('nan') if total <= 0 else 100.0 * (1.0 - within / total)
 
 # %% ../nbs/02_metrics.ipynb #mt0tff02
+def tff_marks(num_steps: int, # denoising steps of the run
+              k: int = 4,     # K, the number of steps the TFF reads masks at (0: none)
+             ) -> list:       # indices into the steps, sorted, distinct
+    "The K uniformly spaced steps (first and last included) at which the TFF reads a method's masks."
+    return sorted(set(np.linspace(0, num_steps - 1, k).round().astype(int).tolist())) if k else []
+
 def tff(maps,  # (K, ...) the maps of one sample at K timesteps, values in [0, 1]: per-class soft maps or one-hot masks
        ) -> float:  # mean absolute deviation from the mean over the K maps (0: the same map at every step)
     "FreeGen's Temporal Fluctuation Factor (Eq. 4) of one sample's maps read at K timesteps."

@@ -16,7 +16,7 @@ from .attention import AttentionStore, StepMaps, capture_attention
 from .encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 
 # %% auto #0
-__all__ = ['Text2ImagePipelineOutput', 'Text2ImagePipeline', 'tiny_unet2d', 'tiny_text2image', 'load_text2image',
+__all__ = ['HOST_PARTS', 'Text2ImagePipelineOutput', 'Text2ImagePipeline', 'tiny_unet2d', 'tiny_text2image', 'load_text2image',
            'prompt_seed_lists', 'check_sampling_inputs', 'prompt_classes', 'class_token_groups', 'to_label_ids']
 
 # %% ../nbs/09_text2image.ipynb #t2000005
@@ -74,19 +74,30 @@ def tiny_text2image(seed: int = 0) -> Text2ImagePipeline:
     text = tiny_text_encoder(seed)
     return Text2ImagePipeline.from_components(tiny_unet2d(seed, cross_dim=text.dim), ImageCodec(tiny_image_autoencoder(seed)), text)
 
-def load_text2image(name_or_path: str = 'stabilityai/stable-diffusion-2-1-base',  # a diffusers Stable Diffusion repo id or folder, or a saved host
-                    torch_dtype=None) -> Text2ImagePipeline:
-    "The host from a Stable Diffusion repo (its unet, vae, text_encoder, tokenizer and scheduler) or a saved `Text2ImagePipeline`."
+HOST_PARTS = ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler')   # what every method's pipeline shares with the host
+
+def load_text2image(name_or_path='stabilityai/stable-diffusion-2-1-base',  # a Stable Diffusion repo id or folder, a folder jodiff saved, or a pipeline
+                    torch_dtype=None,
+                    cls=None,            # the pipeline class to build on the host (a method's subclass); None: Text2ImagePipeline
+                   ) -> Text2ImagePipeline:
+    "The host as `cls`: from a pipeline's parts, a folder saved by jodiff (any `Text2ImagePipeline` subclass), or a Stable Diffusion repo (its unet, vae, text_encoder, tokenizer and scheduler)."
+    import json, diffusers
+    from pathlib import Path
     from transformers import AutoTokenizer, CLIPTextModel
     from diffusers import AutoencoderKL
+    cls = cls or Text2ImagePipeline
+    if isinstance(name_or_path, Text2ImagePipeline): return cls(**{k: name_or_path.components[k] for k in HOST_PARTS})
     p = str(name_or_path)
     kw = dict(torch_dtype=torch_dtype) if torch_dtype is not None else {}
+    idx = Path(p) / 'model_index.json'
+    if idx.is_file() and not hasattr(diffusers, json.loads(idx.read_text()).get('_class_name', '')):   # saved by jodiff, not a diffusers pipeline
+        return cls.from_pretrained(p, **kw)
     unet = UNet2DConditionModel.from_pretrained(p, subfolder='unet', **kw)
     vae = AutoencoderKL.from_pretrained(p, subfolder='vae', **kw)
     text = CLIPTextModel.from_pretrained(p, subfolder='text_encoder', **kw)
     tok = AutoTokenizer.from_pretrained(p, subfolder='tokenizer')
     sched = DDIMScheduler.from_pretrained(p, subfolder='scheduler')
-    return Text2ImagePipeline(unet, vae, text, tok, sched)
+    return cls(unet, vae, text, tok, sched)
 
 # %% ../nbs/09_text2image.ipynb #t2000006
 def prompt_seed_lists(prompt, seeds, num_images_per_prompt: int) -> tuple:

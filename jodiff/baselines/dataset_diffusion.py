@@ -4,7 +4,6 @@
 
 # %% ../../nbs/30_dataset_diffusion.ipynb #dd000002
 from __future__ import annotations
-import re
 from dataclasses import dataclass
 import numpy as np
 import torch

@@ -7,17 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
 from ..attention import AttentionStore
 from ..core import get_label_space
 from ..metrics import tff
 from ..text2image import Text2ImagePipeline, class_token_groups, prompt_classes, prompt_seed_lists, tiny_text2image, to_label_ids
-from .rectify import AttentionSelfRectification   # imported so that `from_pretrained` finds the component class
+from .rectify import AttentionSelfRectification, minmax_per_entity   # imported so that `from_pretrained` finds the component class
 
 # %% auto #0
-__all__ = ['FreeGenPipelineOutput', 'FreeGenPipeline', 'label_entities', 'ro_entity']
+__all__ = ['FreeGenPipelineOutput', 'FreeGenPipeline', 'label_entities']
 
 # %% ../../nbs/82_freegen_pipeline.ipynb #fg000005
 @dataclass
@@ -66,11 +65,9 @@ class FreeGenPipeline(Text2ImagePipeline):
 
 # %% ../../nbs/82_freegen_pipeline.ipynb #fg000006
 def _plain_star(self_map, entity_map, groups, grid):
-    "A* without ASR from head-averaged maps: (N, N) @ (N, K), min-max normalised per entity, (K, h, w)."
+    "A* without ASR from one step's head-averaged maps: (N, N) @ (N, K), min-max normalised per entity, (K, h, w)."
     A = self_map @ torch.stack([entity_map[:, g].mean(-1) for g in groups], -1)
-    A = A.T.reshape(len(groups), *grid)
-    lo, hi = A.amin((1, 2), keepdim=True), A.amax((1, 2), keepdim=True)
-    return (A - lo) / (hi - lo).clamp_min(1e-12)
+    return minmax_per_entity(A.T.reshape(1, len(groups), *grid))[0]
 
 def label_entities(maps, threshold: float = 0.5) -> np.ndarray:   # (K, H, W) in [0, 1]
     "(H, W) uint8: 0 background, k+1 where entity k is the strongest and reaches `threshold`."
@@ -122,7 +119,7 @@ def __call__(self: FreeGenPipeline,
     n = len(self.scheduler.timesteps)
     if n == 1: store.kinds |= {'self_heads', 'readout'}
     def last_step(pipe, i, t, kw):   # from the next UNet call on (the last), also keep the per-head inputs
-        if i == n - 2: store.kinds |= {'self_heads', 'readout'}; store.sums.pop(('self_heads', grid), None)
+        if i == n - 2: store.kinds |= {'self_heads', 'readout'}
         return callback_on_step_end(pipe, i, t, kw) if callback_on_step_end is not None else kw
     latents, per_step = self._denoise_recording(store, tff_steps, latents, cond, guidance_scale, do_cfg, gen, last_step)
     # 6. Decode
@@ -130,28 +127,21 @@ def __call__(self: FreeGenPipeline,
     H, W = 8 * h, 8 * w
     # 7. A* (rectified when the pipeline has an ASR) and masks; 8. scores
     S, ro = store.maps('self_heads', grid), store.readout(grid)
-    asr = self.asr if use_asr and self.asr is not None else AttentionSelfRectification(
-        num_heads=S.shape[1], num_tokens=S.shape[2], key_dim=ro['keys'].shape[-1]).to(device)
+    plain_asr = AttentionSelfRectification(num_heads=S.shape[1], num_tokens=S.shape[2], key_dim=ro['keys'].shape[-1]).to(device)   # the identity
+    asr = self.asr if use_asr and self.asr is not None else plain_asr
+    def star(net, b):   # A* of sample b through `net`, at image size
+        if not groups[b]: return torch.zeros((0, H, W))
+        x = [t[b:b + 1].to(net.dtype) for t in (S, ro['query'], ro['keys'])]
+        return net(*x, ro['scale'], groups[b], grid, size=(H, W))[0].float().cpu()
     masks, scores, attention = [], [], []
     for b, (_, names, ids) in enumerate(parsed):
-        if groups[b]:
-            star = asr(S[b:b + 1].to(asr.dtype), ro['query'][b:b + 1].to(asr.dtype), ro['keys'][b:b + 1].to(asr.dtype), ro['scale'], groups[b], grid, size=(H, W))[0].float()
-        else: star = torch.zeros((0, H, W))
-        m = label_entities(star.cpu(), threshold)
+        m = label_entities(star(asr, b), threshold)
         masks.append(to_label_ids(m, ids, sp) if ids is not None else m)
         steps_b = [_plain_star(sm[('self', grid)][b].double(), sm[('entity', grid)][b].double(), groups[b], grid) for sm in per_step.maps] if groups[b] else []
         scores.append(dict(tff=tff(torch.stack(steps_b)) if steps_b else 0.0, classes=len(names)))
-        if return_attention:
-            plain = F.interpolate(_plain_star(S[b].mean(0).double(), ro_entity(ro, b), groups[b], grid)[None].float(), size=(H, W), mode='bilinear', align_corners=False)[0] if groups[b] else torch.zeros((0, H, W))
+        if return_attention:   # with the un-rectified A*, the maps the pseudo-labels are prompted from
             attention.append(dict(self_heads=S[b].cpu(), query=ro['query'][b].cpu(), keys=ro['keys'][b].cpu(), scale=ro['scale'], groups=groups[b],
-                                  grid=grid, maps=plain.cpu(), names=names, ids=ids))
+                                  grid=grid, maps=star(plain_asr, b), names=names, ids=ids))
     self.maybe_free_model_hooks()
     out = FreeGenPipelineOutput(images=images, masks=np.stack(masks), seeds=seeds, scores=scores, attention=attention if return_attention else None)
     return out if return_dict else (out.images, out.masks, out.seeds)
-
-def ro_entity(ro: dict, b: int) -> torch.Tensor:
-    "(N, T) sample `b`'s head-averaged softmax of the read-out queries over the class prompt's keys (the un-rectified A_c)."
-    q, k = ro['query'][b], ro['keys'][b]
-    H, N, d = q.shape
-    kh = k.view(-1, H, d).transpose(0, 1)
-    return ((q @ kh.transpose(-1, -2)) * ro['scale']).softmax(-1).mean(0).double()

@@ -13,9 +13,14 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 # %% auto #0
-__all__ = ['AttentionSelfRectification', 'asr_loss', 'train_asr']
+__all__ = ['minmax_per_entity', 'AttentionSelfRectification', 'asr_loss', 'train_asr']
 
 # %% ../../nbs/80_freegen_rectify.ipynb #fr000005
+def minmax_per_entity(A):   # (B, K, h, w) entity maps
+    "Each entity's map scaled to [0, 1] (min-max, as Dataset Diffusion's read-out); a flat map becomes 0."
+    lo, hi = A.amin((2, 3), keepdim=True), A.amax((2, 3), keepdim=True)
+    return (A - lo) / (hi - lo).clamp_min(1e-12)
+
 class AttentionSelfRectification(ModelMixin, ConfigMixin):
     "FreeGen's ASR (Eq. 1-3): a cross-head weighting W (H x N) of the self-attention and a linear map Υ (C x C) on the entity keys."
     @register_to_config
@@ -54,9 +59,7 @@ class AttentionSelfRectification(ModelMixin, ConfigMixin):
         "A* (B, K, H', W') in [0, 1]: A_s @ A_c on the (h, w) `grid`, min-max normalised per entity, upsampled bilinear to `size` (Eq. 3)."
         A = self.rectified_self(self_heads) @ self.rectified_cross(query, keys, scale, token_groups)   # (B, N, K)
         h, w = grid
-        A = A.transpose(1, 2).reshape(A.shape[0], -1, h, w)
-        lo, hi = A.amin((2, 3), keepdim=True), A.amax((2, 3), keepdim=True)
-        A = (A - lo) / (hi - lo).clamp_min(1e-12)
+        A = minmax_per_entity(A.transpose(1, 2).reshape(A.shape[0], -1, h, w))
         return A if size is None or tuple(size) == (h, w) else F.interpolate(A, size=tuple(size), mode='bilinear', align_corners=False)
 
 def asr_loss(pred,    # (K, H, W) A* in [0, 1]

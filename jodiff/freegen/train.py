@@ -20,15 +20,6 @@ from .rectify import train_asr
 __all__ = ['point_segmenter', 'make_samples', 'train_stage1']
 
 # %% ../../nbs/83_freegen_train.ipynb #ft000005
-def _host(host) -> FreeGenPipeline:
-    "A FreeGenPipeline on a host: a saved jodiff pipeline folder (Text2Image or FreeGen), else a Stable Diffusion repo id or folder."
-    if isinstance(host, FreeGenPipeline): return host
-    if hasattr(host, 'unet'): return FreeGenPipeline(**{k: v for k, v in host.components.items() if k != 'asr'})
-    idx = Path(host) / 'model_index.json'
-    name = json.loads(idx.read_text()).get('_class_name') if idx.is_file() else None
-    if name in ('Text2ImagePipeline', 'FreeGenPipeline'): return FreeGenPipeline.from_pretrained(str(host))
-    return FreeGenPipeline(**load_text2image(str(host)).components)
-
 def point_segmenter(name: str = 'grabcut', model_type: str = 'vit_h'):
     "'grabcut' (weight-free), or a SAM checkpoint file (segment-anything, `model_type` its size)."
     if name == 'grabcut': return GrabCutSegmenter()
@@ -77,7 +68,7 @@ def train_stage1(host,                      # a trained host folder, a Stable Di
     _check(prompts, num, keep_fraction, epochs, batch_size, gen_batch_size)
     space = get_label_space(label_space)
     seg = point_segmenter(segmenter, sam_type)
-    pipe = _host(host); pipe.set_progress_bar_config(disable=True)
+    pipe = load_text2image(host, cls=FreeGenPipeline); pipe.set_progress_bar_config(disable=True)
     pipe.check_options(steps, guidance, res=res, use_asr=False)
     out = Path(out_dir); t0 = time.time()
     samples = make_samples(pipe, list(prompts), num, out, space, seg, steps, guidance, gen_batch_size, seed, res, progress)

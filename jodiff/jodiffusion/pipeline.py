@@ -12,7 +12,7 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, SchedulerM
 from diffusers.utils import BaseOutput
 from fastcore.basics import patch
 from ..core import LabelSpace, get_label_space
-from ..metrics import tff
+from ..metrics import tff, tff_marks
 from ..text2image import check_sampling_inputs, prompt_seed_lists   # shared with the Image2Mask hosts
 from ..encoders import ImageCodec, TextCodec, tensor_to_uint8, tiny_image_autoencoder, tiny_text_encoder
 from .annotation_vae import AnnotationVAE, tiny_annotation_vae  # imported so that `from_pretrained` finds every component class
@@ -20,7 +20,7 @@ from .joint_model import JointDiffusionTransformer, tiny_joint_transformer, mask
 from .refinement import refine_mask
 
 # %% auto #0
-__all__ = ['JoDiffusionPipelineOutput', 'JoDiffusionPipeline', 'tff_marks', 'tiny_pipeline']
+__all__ = ['JoDiffusionPipelineOutput', 'JoDiffusionPipeline', 'tiny_pipeline']
 
 # %% ../../nbs/22_pipeline.ipynb #badc4b9c
 @dataclass
@@ -140,10 +140,6 @@ def decode_latents(self: JoDiffusionPipeline,
     if output_type == "latent": return zi, masks
     images = tensor_to_uint8(self.image_codec.decode(zi))
     return ([Image.fromarray(i) for i in images] if output_type == "pil" else images), masks
-
-def tff_marks(num_steps: int, k: int) -> list:
-    "The `k` uniformly spaced steps (indices into `num_steps`) at which the TFF reads masks (FreeGen Eq. 4); [] for k = 0."
-    return sorted(set(np.linspace(0, num_steps - 1, k).round().astype(int).tolist())) if k else []
 
 @patch
 def step_scores(self: JoDiffusionPipeline, x0: list) -> list:

@@ -154,6 +154,10 @@ class RecipeConfig(_GenerationSettings):
         spec = self.joint_spec or self.train_spec
         return spec if not self.captions else spec + ('&' if '?' in spec else '?') + f'captions={self.captions}'
 
+    def generation_tau(self) -> int:
+        "The refinement threshold of generation: `refine_tau`, else `scaled_tau` of the resolution (by area)."
+        return self.refine_tau if self.refine_tau is not None else scaled_tau(round(math.sqrt(math.prod(_hw(self.resolution)))))
+
     def to_dict(self) -> dict:
         "Plain JSON-able settings (tuples as lists)."
         return json.loads(json.dumps(asdict(self)))
@@ -321,7 +325,7 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
 def stage_generate(cfg: RecipeConfig, out: Path) -> dict:
     "4. Sample `num` pairs from the train captions into `synthetic/`, masks refined by the pipeline."
     from jodiff.generation import generate
-    tau = cfg.refine_tau if cfg.refine_tau is not None else scaled_tau(round(math.sqrt(math.prod(_hw(cfg.resolution)))))  # by area
+    tau = cfg.generation_tau()
     s = generate(out / 'joint' / 'pipeline', prompts_for(cfg.joint_data()), cfg.num, out / 'synthetic', method='jodiffusion',
                  batch_size=cfg.gen_batch_size, seed=cfg.seed, prompts_source=cfg.joint_data(),
                  num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale, refine_tau=tau)
