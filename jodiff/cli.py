@@ -241,8 +241,9 @@ def segment_train(*, train: list,         # training data spec; repeat for joint
     r = train_segmenter(model, train, val, iters, work_dir, finetune_from=finetune_from, resume=not no_resume, crop_size=crop,
                         batch_size=batch_size, lr=lr, pretrained=pretrained, scale=scale, mix_ratio=mix_ratio, augment=augment, seed=seed,
                         num_workers=num_workers, progress=not quiet, wait=wait)
-    print(json.dumps({k: r[k] for k in ['checkpoint', 'seconds', 'trained_iters']} |
-                     ({'mIoU': r['metrics']['mIoU'], 'metrics': str(Path(work_dir) / 'metrics.json')} if r['metrics'] else {})))
+    if _main_process():   # once under torchrun or `accelerate launch`
+        print(json.dumps({k: r[k] for k in ['checkpoint', 'seconds', 'trained_iters']} |
+                         ({'mIoU': r['metrics']['mIoU'], 'metrics': str(Path(work_dir) / 'metrics.json')} if r['metrics'] else {})))
     return r
 
 # %% ../nbs/90_cli.ipynb #cl000011

@@ -241,8 +241,12 @@ def _load_pipeline(cls, pipe_or_dir):
     if not isinstance(pipe_or_dir, (str, os.PathLike)): return pipe_or_dir, None
     d = Path(pipe_or_dir)
     if not (d / 'model_index.json').is_file(): raise DataError(f"{d}: not a saved pipeline (no model_index.json)")
-    try: json.loads((d / 'model_index.json').read_text())
+    try: index = json.loads((d / 'model_index.json').read_text())
     except ValueError as e: raise DataError(f"{d / 'model_index.json'}: not valid JSON ({e})") from None
+    expected, _ = cls._get_signature_keys(cls)
+    missing = sorted(set(expected) - set(index) - set(getattr(cls, '_optional_components', [])))
+    if missing: raise DataError(f"{d}: a saved {index.get('_class_name', 'pipeline')} without {', '.join(missing)}, "
+                                f"which {cls.__name__} needs: give --model a folder this method or its host saved")
     from diffusers.utils import logging as dl
     from transformers.utils import logging as tl
     was = [m for m in (dl, tl) if m.is_progress_bar_enabled()]

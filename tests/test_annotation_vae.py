@@ -135,3 +135,27 @@ def test_command_line_trains_scores_and_writes_eval(tmp_path):
     assert [c['step'] for c in ev['curve']] == [20, 40] and ev['curve'][-1]['mIoU'] == ev['mIoU']
     assert json.loads((tmp_path / 'run' / 'train_log.json').read_text())['hard_fraction'] == 0.5
     assert tuple(AnnotationVAE.from_pretrained(tmp_path / 'run' / 'final').config.block_out_channels) == (8, 8, 16)
+
+
+def test_accelerate_launch_two_processes_train_like_one_with_their_batch(tmp_path):
+    "`accelerate launch -m jodiff.cli avae` on 2 CPU processes of 2 crops each trains like one process of 4: the processes take"
+    " their shares of one global batch (not the same crops twice); one final model, one log, one eval.json."
+    import socket
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    acc = os.path.join(os.path.dirname(sys.executable), 'accelerate')
+    args = ['avae', '--train', 'shapes:train?n=16&size=32', '--val', 'shapes:val?n=4&size=32', '--steps', '6', '--crop', '32',
+            '--lr', '3e-3', '--block-out-channels', '8,8,16', '--checkpoint-every', '3', '--quiet']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
+    two = [acc, 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no', '--main_process_port',
+           str(port), '--dynamo_backend', 'no', '-m', 'jodiff.cli', *args, '--batch-size', '2', '--out-dir', str(tmp_path / 'two')]
+    r = subprocess.run(two, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('reconstruction mIoU') == 1, r.stdout        # the main process scores and prints
+    one = train_annotation_vae('shapes:train?n=16&size=32', tmp_path / 'one', steps=6, batch_size=4, crop=32, lr=3e-3,
+                               block_out_channels=(8, 8, 16), checkpoint_every=3, progress=False)
+    assert json.loads((tmp_path / 'two' / 'train_log.json').read_text())['processes'] == 2
+    history = json.loads((tmp_path / 'two' / 'checkpoint-6' / 'train_state.json').read_text())['history']
+    np.testing.assert_allclose(history, one.history, rtol=1e-4)
+    b = AnnotationVAE.from_pretrained(tmp_path / 'two' / 'final')
+    for (k, v), w in zip(b.state_dict().items(), one.state_dict().values()): torch.testing.assert_close(v, w, rtol=1e-3, atol=1e-5, msg=k)
+    assert json.loads((tmp_path / 'two' / 'eval.json').read_text())['steps'] == 6

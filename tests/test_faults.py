@@ -166,10 +166,11 @@ def listing(d):
 
 
 BAD_GENERATE = [(['--num', '0'], 'num must be an integer >= 1'), (['--num', '-5'], 'num must be an integer >= 1'),
-                (['--batch-size', '0'], 'batch_size must be an integer >= 1'), (['--method', 'freegen'], "unknown method 'freegen'"),
+                (['--batch-size', '0'], 'batch_size must be an integer >= 1'), (['--method', 'nosuch'], "unknown method 'nosuch'"),
                 (['--label-space', 'nosuch'], "unknown label space 'nosuch'"), (['--steps', '0'], 'num_inference_steps must be >= 1'),
                 (['--size', '30'], 'size must be a multiple of 8'), (['--guidance-scale', '2'], 'ToyPipeline has no option guidance_scale'),
-                (['--delay', 'inf'], 'delay must be a finite number'), (['--delay', 'x'], "could not convert string to float: 'x'")]
+                (['--delay', 'inf'], 'delay must be a finite number'), (['--delay', 'x'], "could not convert string to float: 'x'"),
+                (['--method', 'freegen'], 'a saved ToyPipeline without text_encoder, tokenizer, unet, vae, which FreeGenPipeline needs')]
 
 
 @pytest.mark.parametrize('extra,msg', BAD_GENERATE, ids=[' '.join(a) for a, _ in BAD_GENERATE])

@@ -182,3 +182,17 @@ def test_cli_train_and_eval(tmp_path):
     bad = subprocess.run(cmd + ['segment', 'train', '--model', 'nope', '--train', TRAIN, '--work-dir', str(wd)],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert bad.returncode != 0 and 'nope' in bad.stderr
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    "`torchrun --nproc_per_node 2 -m jodiff.cli segment train` on CPUs: mmengine's launcher over gloo, one work dir, one result."
+    import os, socket
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    torchrun, wd = Path(sys.executable).parent / 'torchrun', tmp_path / 'run'
+    cmd = [str(torchrun), '--nproc_per_node', '2', '--master_port', str(port), '-m', 'jodiff.cli', 'segment', 'train', '--model',
+           'deeplabv3-r18-tiny', '--train', TRAIN, '--val', VAL, '--iters', '2', '--work-dir', str(wd), '--batch-size', '2', '--crop', '48']
+    t = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''})
+    assert t.returncode == 0, t.stderr[-3000:]
+    assert len(t.stdout.strip().splitlines()) == 1 and json.loads(t.stdout)['trained_iters'] == 2, t.stdout   # printed once
+    assert checkpoint_meta(wd / 'iter_2.pth')['processes'] == 2 and (wd / 'metrics.json').is_file()

@@ -1,5 +1,8 @@
-"""FreeGen (planned, not built yet): attention-rectified Stable Diffusion masks and the entity-level grounding decoder.
+"""FreeGen (AAAI 2025): masks from the host's rectified attention (stage 1), then an entity-level grounding decoder (stage 2).
 
-The package exists so that the import contracts (pyproject.toml, `lint-imports`) already keep it apart from the
-other methods; its notebooks will export into it.
+`rectify` (Attention Self-Rectification: W on the per-head self-attention, Υ on the entity keys, A* = A_s A_c),
+`point_labels` (point-prompted pseudo-labels: GrabCut weight-free, SAM by checkpoint), `pipeline` (`FreeGenPipeline`,
+registered as `jodiff generate --method freegen`, with ASR and decoder switches), `train` (stage 1: generate,
+pseudo-label, TFF filter, ASR), `grounding` (the Entity-level Grounding Decoder), `self_training` (hardness-aware
+self-training and stage 2), `commands` (`jodiff freegen stage1|stage2`).
 """

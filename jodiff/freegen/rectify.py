@@ -4,7 +4,7 @@
 
 # %% ../../nbs/80_freegen_rectify.ipynb #fr000002
 from __future__ import annotations
-import json, math
+import json, math, shutil
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -13,7 +13,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 # %% auto #0
-__all__ = ['minmax_per_entity', 'AttentionSelfRectification', 'asr_loss', 'train_asr']
+__all__ = ['minmax_per_entity', 'AttentionSelfRectification', 'asr_loss', 'fit_epochs', 'train_asr']
 
 # %% ../../nbs/80_freegen_rectify.ipynb #fr000005
 def minmax_per_entity(A):   # (B, K, h, w) entity maps
@@ -70,6 +70,42 @@ def asr_loss(pred,    # (K, H, W) A* in [0, 1]
     return F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), target.to(pred.dtype), reduction='none').mean((-2, -1)).sum()
 
 # %% ../../nbs/80_freegen_rectify.ipynb #fr000010
+def fit_epochs(model, opt,              # a fresh model and its optimiser
+               samples: list,           # training samples (any objects `sample_loss` takes)
+               sample_loss,             # sample_loss(model, sample, device) -> scalar loss
+               out_dir,                 # checkpoint-<epoch>/ (accelerate's state) and train_log.json go here
+               epochs: int, batch_size: int, seed: int,
+               resume: bool = True,     # continue from the newest checkpoint-<epoch>
+               cpu: bool = False,       # force the CPU
+               desc: str = 'train',     # the progress bar's label
+               progress: bool = True,
+               **log,                   # settings recorded in train_log.json
+              ) -> tuple:               # (the trained model, unwrapped; the mean loss of each epoch; seconds this run)
+    "FreeGen's training loop (ASR and the grounding decoder): seeded shuffles, mean loss per batch, a resumable checkpoint per epoch."
+    import time
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+    if not samples: raise ValueError(f"{desc}: no samples (were they all filtered out?)")
+    if int(epochs) < 1 or int(batch_size) < 1: raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    acc = Accelerator(cpu=cpu or not torch.cuda.is_available())
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    model, opt = acc.prepare(model, opt)
+    done = sorted(int(p.name.split('-')[1]) for p in out.glob('checkpoint-*')) if resume else []
+    losses = json.loads((out / 'train_log.json').read_text())['epoch_losses'] if done and (out / 'train_log.json').is_file() else []
+    if done: acc.load_state(str(out / f'checkpoint-{done[-1]}')); losses = losses[:done[-1]]
+    t0, start = time.time(), done[-1] if done else 0
+    for epoch in tqdm(range(start, epochs), initial=start, total=epochs, desc=desc, disable=not progress, mininterval=5):
+        order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed * 1009 + epoch)).tolist()
+        total = 0.0
+        for b in range(0, len(order), batch_size):
+            loss = torch.stack([sample_loss(model, samples[i], acc.device) for i in order[b:b + batch_size]]).mean()
+            opt.zero_grad(); acc.backward(loss); opt.step(); total += loss.item() * len(order[b:b + batch_size])
+        losses.append(total / len(samples))
+        acc.save_state(str(out / f'checkpoint-{epoch + 1}'))
+        for old in sorted(out.glob('checkpoint-*'), key=lambda p: int(p.name.split('-')[1]))[:-2]: shutil.rmtree(old)   # the newest two kept
+        (out / 'train_log.json').write_text(json.dumps(dict(epoch_losses=losses, samples=len(samples), batch_size=batch_size, seed=seed, **log)))
+    return acc.unwrap_model(model), losses, time.time() - t0
+
 def _sample_loss(asr, s: dict, device) -> torch.Tensor:
     pred = asr(s['self_heads'][None].to(device), s['query'][None].to(device), s['keys'][None].to(device), s['scale'], s['groups'],
                s['grid'], size=s['target'].shape[-2:])[0]
@@ -85,29 +121,14 @@ def train_asr(samples: list,          # dicts: self_heads (H,N,N), query (H,N,d)
               cpu: bool = False,
              ) -> dict:               # losses per epoch, seconds, asr (folder)
     "Train Attention Self-Rectification against point-prompted pseudo-labels (Eq. 5), resumable by epoch."
-    import time
-    from accelerate import Accelerator
     if not samples: raise ValueError("train_asr: no samples (were they all filtered out?)")
     if int(epochs) < 1 or int(batch_size) < 1: raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     H, N = samples[0]['self_heads'].shape[:2]
-    acc = Accelerator(cpu=cpu or not torch.cuda.is_available())
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     asr = AttentionSelfRectification(num_heads=int(H), num_tokens=int(N), key_dim=int(samples[0]['keys'].shape[-1]))
     opt = torch.optim.Adam(asr.parameters(), lr=lr, betas=(0.9, 0.999))
-    asr, opt = acc.prepare(asr, opt)
-    done = sorted(int(p.name.split('-')[1]) for p in out.glob('checkpoint-*')) if resume else []
-    log = json.loads((out / 'train_log.json').read_text())['epoch_losses'] if done and (out / 'train_log.json').is_file() else []
-    if done: acc.load_state(str(out / f'checkpoint-{done[-1]}')); log = log[:done[-1]]
-    t0 = time.time()
-    for epoch in range(done[-1] if done else 0, epochs):
-        order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed * 1009 + epoch)).tolist()
-        total = 0.0
-        for b in range(0, len(order), batch_size):
-            loss = torch.stack([_sample_loss(asr, samples[i], acc.device) for i in order[b:b + batch_size]]).mean()
-            opt.zero_grad(); acc.backward(loss); opt.step(); total += loss.item() * len(order[b:b + batch_size])
-        log.append(total / len(samples))
-        acc.save_state(str(out / f'checkpoint-{epoch + 1}'))
-        (out / 'train_log.json').write_text(json.dumps(dict(epoch_losses=log, samples=len(samples), batch_size=batch_size, lr=lr, seed=seed)))
-    acc.unwrap_model(asr).save_pretrained(str(out / 'asr'))
-    return dict(epoch_losses=log, seconds=time.time() - t0, asr=str(out / 'asr'))
+    asr, log, seconds = fit_epochs(asr, opt, samples, _sample_loss, out_dir, epochs, batch_size, seed, resume=resume, cpu=cpu, desc='ASR',
+                                   progress=False, lr=lr)
+    asr.save_pretrained(str(Path(out_dir) / 'asr'))
+    return dict(epoch_losses=log, seconds=seconds, asr=str(Path(out_dir) / 'asr'))
+

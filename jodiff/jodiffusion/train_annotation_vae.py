@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file
@@ -121,11 +121,13 @@ def _resume(acc, out: Path) -> tuple:
     return start, st["history"][:start], st["seconds"]
 
 def _save_checkpoint(acc, out: Path, step: int, history: list, seconds: float, keep: int):
-    "`checkpoint-<step>` with the loss history and training seconds; only the newest `keep` are kept."
+    "`checkpoint-<step>` with the loss history and training seconds; only the newest `keep` are kept (every process saves its state, the main one the rest)."
     p = out / f"checkpoint-{step}"
     acc.save_state(str(p))
-    (p / "train_state.json").write_text(json.dumps(dict(history=history, seconds=seconds)))
-    for old in checkpoint_dirs(out)[:-keep]: shutil.rmtree(old)
+    if acc.is_main_process:
+        (p / "train_state.json").write_text(json.dumps(dict(history=history, seconds=seconds)))
+        for old in checkpoint_dirs(out)[:-keep]: shutil.rmtree(old)
+    acc.wait_for_everyone()
 
 # %% ../../nbs/11_train_annotation_vae.ipynb #ta000008
 @torch.no_grad()
@@ -153,7 +155,9 @@ def _new_vae(n_classes: int, seed: int, crop: int, model_kwargs: dict) -> Annota
 
 def _prepare(vae, out: Path, lr: float, steps: int, mixed_precision, weight_decay: float = 0.0):
     "The accelerator, and the model, optimiser (AdamW) and cosine schedule (short warm-up) it prepared."
-    acc = Accelerator(project_config=ProjectConfiguration(project_dir=str(out)), mixed_precision=mixed_precision)
+    acc = Accelerator(project_config=ProjectConfiguration(project_dir=str(out)), mixed_precision=mixed_precision,
+                      cpu=not torch.cuda.is_available(),   # on CPUs under a launch: gloo across the processes (not one run each)
+                      step_scheduler_with_optimizer=False)  # one scheduler step per global step (accelerate's default: one per process)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=weight_decay)
     sched = get_scheduler("cosine", opt, num_warmup_steps=min(100, steps // 10), num_training_steps=steps)
     return (acc, *acc.prepare(vae, opt, sched))
@@ -170,7 +174,7 @@ def _optimise(acc, model, opt, sched, batch_of, start, steps, history, seconds_b
         acc.backward(loss)
         if max_grad_norm: acc.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step(); sched.step(); opt.zero_grad()
-        history.append(loss.item())
+        history.append(acc.gather(loss.detach()[None]).mean().item())   # the mean over the processes' shares
         bar.update(1); bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             _save_checkpoint(acc, out, step + 1, history, seconds_before + time.perf_counter() - t0, keep)
@@ -206,15 +210,19 @@ def train_annotation_vae(data,                      # dataset spec (`shapes:trai
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     acc, model, opt, sched = _prepare(vae, out, lr, steps, mixed_precision, weight_decay)
     start, history, before = _resume(acc, out)
-    batch_of = lambda step: _crop_batch(masks, step, seed, batch_size, crop, vae.config.ignore_index, class_uniform, index)
+    W, rank = acc.num_processes, acc.process_index     # under `accelerate launch`: each process takes its share of one global batch
+    batch_of = lambda step: _crop_batch(masks, step, seed, batch_size * W, crop, vae.config.ignore_index, class_uniform,
+                                        index)[rank * batch_size:(rank + 1) * batch_size]
     history, seconds = _optimise(acc, model, opt, sched, batch_of, start, steps, history, before, out, checkpoint_every,
                                  keep_checkpoints, hard_fraction, progress, max_grad_norm)
     vae = acc.unwrap_model(model).eval()
-    _set_scaling_factor(vae, masks, seed, batch_size, crop)
-    vae.save_pretrained(out / "final")
-    log = _train_log(vae, acc, history, start, seconds, steps=steps, batch_size=batch_size, crop=crop,
-                     lr=lr, class_uniform=class_uniform, hard_fraction=hard_fraction, seed=seed, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
-    (out / "train_log.json").write_text(json.dumps(log, indent=1))
+    _set_scaling_factor(vae, masks, seed, batch_size, crop)   # the same on every process (seeded held-out crops)
+    if acc.is_main_process:
+        vae.save_pretrained(out / "final")
+        log = _train_log(vae, acc, history, start, seconds, steps=steps, batch_size=batch_size, crop=crop, lr=lr, class_uniform=class_uniform,
+                         hard_fraction=hard_fraction, seed=seed, weight_decay=weight_decay, max_grad_norm=max_grad_norm, processes=W)
+        (out / "train_log.json").write_text(json.dumps(log, indent=1))
+    acc.wait_for_everyone()
     vae.history = history
     return vae
 
@@ -283,6 +291,7 @@ def train_and_score(train,              # training masks: spec, `.npz`, dataset 
     "Train an annotation VAE, then write its reconstruction mIoU (and per-class IoU) to `out_dir/eval.json`."
     if torch.cuda.is_available(): torch.backends.cudnn.benchmark = True
     vae = train_annotation_vae(train, out_dir, **train_kwargs)
+    if not PartialState().is_main_process: return None   # the other processes of a launch: the main one scores and writes
     out = Path(out_dir); log = json.loads((out / "train_log.json").read_text())
     res = dict(train=str(train), val=None if val is None else str(val), n_params=log["n_params"], steps=log["steps"],
                train_seconds=log["train_seconds"], device=log["device"], mixed_precision=log["mixed_precision"])

@@ -226,7 +226,8 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
     if optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     if augment not in JOINT_AUGMENTS: raise ValueError(f"augment must be one of {', '.join(JOINT_AUGMENTS)}, got {augment!r}")
     out_dir, cpu = Path(out_dir), cpu or not torch.cuda.is_available()  # on a CPU-only host multi-process launches use gloo
-    acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu, project_config=ProjectConfiguration(project_dir=str(out_dir)))
+    acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu or not torch.cuda.is_available(), step_scheduler_with_optimizer=False,
+                      project_config=ProjectConfiguration(project_dir=str(out_dir)))   # one scheduler step per global step, whatever the processes
     ds = _dataset(dataset, acc.print)
     icodec, tcodec = resolve_image_codec(image_codec), resolve_text_codec(text_codec)
     avae = resolve_annotation_vae(annotation_vae, seed, getattr(getattr(ds, "space", None), "num_classes", 8))

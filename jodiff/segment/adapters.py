@@ -155,7 +155,7 @@ def _plain(o):
 
 @HOOKS.register_module(force=True)
 class JodiffMetaHook(Hook):
-    "Write jodiff's meta (label space, model, data, model config, training wall time) into every checkpoint; keep the last val metrics."
+    "Write jodiff's meta (label space, model, data, model config, training wall time, processes) into every checkpoint; keep the last val metrics."
     priority = 'VERY_LOW'
     def __init__(self, meta: dict): self.meta, self.val_metrics, self.seconds_before, self.t0 = _plain(meta), None, 0.0, time.time()
     def before_train(self, runner) -> None: self.t0 = time.time()
@@ -166,7 +166,7 @@ class JodiffMetaHook(Hook):
             self.rng = checkpoint.get('meta', {}).get('jodiff_rng')
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         seconds = round(self.seconds_before + time.time() - self.t0, 1)
-        checkpoint.setdefault('meta', {})['jodiff'] = dict(self.meta, train_seconds=seconds)
+        checkpoint.setdefault('meta', {})['jodiff'] = dict(self.meta, train_seconds=seconds, processes=runner.world_size)
         checkpoint['meta']['jodiff_rng'] = dict(numpy=np.random.get_state(), python=random.getstate(), torch=torch.get_rng_state())
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.val_metrics = {k: float(v) for k, v in (metrics or {}).items()}

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_segmenters.ipynb #6dc481eb
 from __future__ import annotations
-import contextlib, json, logging, math, re, time, uuid, zipfile
+import contextlib, json, logging, math, os, re, time, uuid, zipfile
 from pathlib import Path
 import numpy as np
 import torch
@@ -22,10 +22,10 @@ from .adapters import (JodiffMetaHook, KnownLogLines, PrintsToLog, jodiff_source
 from .zoo import SEGMENTERS, check_model_name, register_mm_modules
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'SETTINGS', 'check_augment', 'pipelines', 'build_config', 'checkpoint_meta', 'latest_checkpoint',
-           'resolve_checkpoint', 'check_same_space', 'check_labels', 'check_checkpoint', 'train_segmenter',
-           'load_trained', 'predict_item', 'evaluate_segmenter', 'metrics_table', 'predict_masks', 'class_confidence',
-           'spec_with', 'train_setting']
+__all__ = ['AUGMENTATIONS', 'SETTINGS', 'check_augment', 'pipelines', 'launch_rank', 'build_config', 'checkpoint_meta',
+           'latest_checkpoint', 'resolve_checkpoint', 'check_same_space', 'check_labels', 'check_checkpoint',
+           'train_segmenter', 'load_trained', 'predict_item', 'evaluate_segmenter', 'metrics_table', 'predict_masks',
+           'class_confidence', 'spec_with', 'train_setting']
 
 # %% ../../nbs/52_segmenters.ipynb #83f35462
 def _pair(v, what):
@@ -106,8 +106,24 @@ def _optimisation(entry: dict, lr, iters: int) -> dict:
                 param_scheduler=[dict(type='PolyLR', eta_min=entry['eta_min'], power=0.9, begin=0, end=iters, by_epoch=False)])
 
 # %% ../../nbs/52_segmenters.ipynb #sg000001-d1
-_RUNTIME = dict(env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0), dist_cfg=dict(backend='gloo')),
-                visualizer=dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')]),
+def launch_rank() -> tuple:
+    "(rank, world size) of this process under `torchrun` or `accelerate launch` (they set RANK and WORLD_SIZE); (0, 1) alone."
+    return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+
+def _launch_parts() -> dict:
+    "One process, or one of a launch: mmengine's 'pytorch' launcher, NCCL and SyncBN on GPUs, gloo (BatchNorm per process) on CPUs."
+    gpu, world = torch.cuda.is_available(), launch_rank()[1]
+    env = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0), dist_cfg=dict(backend='nccl' if gpu else 'gloo'))
+    if world == 1: return dict(env_cfg=env, launcher='none')
+    if gpu: return dict(env_cfg=env, launcher='pytorch', sync_bn='torch')
+    return dict(env_cfg=env, launcher='pytorch', model_wrapper_cfg=dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False))
+
+def _start_cpu_group():
+    "On CPUs under a launch, the gloo process group (mmengine's own start would pin a GPU); it then finds the group started."
+    if launch_rank()[1] > 1 and not torch.cuda.is_available() and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group('gloo')
+
+_RUNTIME = dict(visualizer=dict(type='SegLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')]),
                 log_processor=dict(by_epoch=False), log_level='INFO')
 
 # %% ../../nbs/52_segmenters.ipynb #sg000001-d2
@@ -157,7 +173,7 @@ def build_config(model: str,              # a name in SEGMENTERS
         train_dataloader=dict(batch_size=int(batch_size or entry['batch']), num_workers=num_workers,
                               persistent_workers=num_workers > 0, sampler=sampler, dataset=train_set),
         train_cfg=dict(type='ExactResumeLoop', max_iters=iters, val_interval=int(val_interval or iters)),
-        **_optimisation(entry, lr, iters), **hooks, **_RUNTIME, randomness=dict(seed=int(seed)),
+        **_optimisation(entry, lr, iters), **hooks, **_RUNTIME, **_launch_parts(), randomness=dict(seed=int(seed)),
         load_from=_str(resume if isinstance(resume, (str, Path)) else finetune_from), resume=bool(resume),
         **_val_parts(val_spec, test_pipeline, num_workers)))
 
@@ -274,7 +290,7 @@ def train_segmenter(model: str,               # a name in SEGMENTERS
                     log_level: str = 'WARNING', # what mmengine prints to the terminal ('INFO': every log line too)
                     wait: bool = False,       # when another run is training in `work_dir`, wait for it (else refuse)
                     **kwargs,                 # passed to `build_config` (crop_size, batch_size, lr, pretrained, mix_ratio, seed, progress, ...)
-                   ) -> dict:                 # checkpoint, seconds, val_IoUMetric (mmseg) and metrics (jodiff)
+                   ) -> dict:                 # checkpoint, seconds, val_IoUMetric (mmseg) and metrics (jodiff; None on a launch's other processes)
     "Train a segmenter with MMSegmentation on jodiff dataset specs; resumable; checks every input first."
     # 1. Check inputs (all before any training)
     specs, space = _check_train_inputs(model, train_specs, val_spec, iters)
@@ -284,7 +300,7 @@ def train_segmenter(model: str,               # a name in SEGMENTERS
     cfg = build_config(model, space, specs, val_spec, iters, work_dir,
                        finetune_from=None if last else finetune_from, resume=last or False, **kwargs)
     # 3. Train (skipped if the work dir already holds a finished run); 4. Evaluate
-    with folder_lock(work_dir, 'jodiff segment train', wait):
+    with folder_lock(work_dir, 'jodiff segment train', wait) if launch_rank()[0] == 0 else contextlib.nullcontext():
         return _train_and_evaluate(cfg, model, work_dir, iters, finetune_from, log_level, last, done, evaluate, val_spec)
 
 def _train_and_evaluate(cfg, model, work_dir, iters, finetune_from, log_level, last, done, evaluate, val_spec) -> dict:
@@ -292,13 +308,16 @@ def _train_and_evaluate(cfg, model, work_dir, iters, finetune_from, log_level, l
     t0, val_metrics = time.time(), None
     if done < int(iters):
         register_mm_modules(model)
+        _start_cpu_group()
         with trusted_torch_load(work_dir, finetune_from), quiet_mm():
             runner = _runner(cfg, log_level)
             with contextlib.redirect_stdout(PrintsToLog(runner.logger)): runner.train()   # mmengine's bare prints: to the log
         val_metrics = next((h.val_metrics for h in runner.hooks if isinstance(h, JodiffMetaHook)), None)
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()  # the main process has saved
     seconds = time.time() - t0
     ckpt = resolve_checkpoint(work_dir)
-    metrics = evaluate_segmenter(ckpt, val_spec, work_dir / 'metrics.json') if evaluate and val_spec is not None else None
+    main = launch_rank()[0] == 0                # under a launch the main process evaluates; the others return no metrics
+    metrics = evaluate_segmenter(ckpt, val_spec, work_dir / 'metrics.json') if evaluate and val_spec is not None and main else None
     return dict(checkpoint=str(ckpt), work_dir=str(work_dir), model=model, iters=int(iters), seconds=round(seconds, 1),
                 resumed_from=None if last is None else str(last), trained_iters=max(0, int(iters) - done),
                 val_IoUMetric=val_metrics, metrics=metrics)

@@ -15,7 +15,7 @@ __all__ = ['NORM', 'DATA_PREPROCESSOR', 'SEGMENTERS', 'deeplabv3_model', 'mask2f
            'register_mm_modules', 'build_segmenter']
 
 # %% ../../nbs/51_segment_zoo.ipynb #209f4739
-NORM = dict(type='BN', requires_grad=True)  # BatchNorm (not SyncBN): training runs in one process
+NORM = dict(type='BN', requires_grad=True)  # BatchNorm; SyncBN under a multi-GPU launch (segment.train)
 DATA_PREPROCESSOR = dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
                          bgr_to_rgb=True, pad_val=0, seg_pad_val=255)
 
