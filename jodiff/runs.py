@@ -10,7 +10,8 @@ from filelock import FileLock, Timeout
 from .core import DataError, atomic_write, temp_writer
 
 # %% auto #0
-__all__ = ['LOCK_FILE', 'LOCK_INFO', 'check_config', 'run_stage', 'RunLog', 'folder_lock', 'check_out_dir', 'check_out_file']
+__all__ = ['LOCK_FILE', 'LOCK_INFO', 'check_config', 'run_stage', 'RunLog', 'stderr_to', 'folder_lock', 'check_out_dir',
+           'check_out_file']
 
 # %% ../nbs/06_runs.ipynb #ru000006
 def _differences(old: dict, new: dict) -> list:
@@ -87,6 +88,13 @@ class RunLog:
         warnings.showwarning = self._showwarning
         logging.getLogger('jodiff').removeHandler(self.handler); logging.getLogger('jodiff').setLevel(self._level)
         self.handler.close()
+
+# %% ../nbs/06_runs.ipynb #ru00012c
+@contextlib.contextmanager
+def stderr_to(log):   # a file, appended to (its folder is created)
+    "What is written on stderr inside the block goes to `log` (e.g. a stage's progress bars, out of a notebook's outputs)."
+    log = Path(log); log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, 'a') as f, contextlib.redirect_stderr(f): yield
 
 # %% ../nbs/06_runs.ipynb #ru000015
 LOCK_FILE, LOCK_INFO = '.jodiff.lock', '.jodiff.lock.json'   # names a cleanup and a folder check leave alone

@@ -22,7 +22,7 @@ from .prompts import with_captions
 from .text2image import Text2ImagePipeline
 
 # %% auto #0
-__all__ = ['host_unet', 'host_noise_scheduler', 'train_text2image']
+__all__ = ['HOST_SCALES', 'host_unet', 'host_noise_scheduler', 'train_text2image']
 
 # %% ../nbs/09a_train_text2image.ipynb #th000005
 def host_unet(latent_hw,                  # (h, w) of the image latents
@@ -59,6 +59,12 @@ def _images(ds, idx, hw, flips) -> np.ndarray:
     return np.ascontiguousarray(np.stack(out))
 
 # %% ../nbs/09a_train_text2image.ipynb #th000006
+HOST_SCALES = dict(  # the host of the Image2Mask methods per recipe scale (`train_text2image` settings); full: Stable Diffusion 2.1-base by hub id
+    test=dict(steps=4, batch_size=2, widths=(16, 32), lr=2e-4),
+    tiny=dict(steps=3000, batch_size=16, widths=(64, 128), lr=2e-4),
+    small=dict(steps=8000, batch_size=16, widths=(64, 128), lr=2e-4),
+    full=None)
+
 def train_text2image(dataset: str = 'shapes:train?n=200&size=64',  # images with captions (no masks are read)
                      out_dir='runs/host',        # checkpoints, pipeline/, train_log.json
                      image_codec='taef2',        # 'taef2' (shared weights), 'tiny', or an ImageCodec / id / folder

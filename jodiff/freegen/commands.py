@@ -18,7 +18,7 @@ def stage1(*, host: str,                 # a trained host folder (jodiff host tr
            label_space: str,             # the masks' label space (preset name or JSON file)
            prompts: str = None,          # text file, one prompt per line
            captions_from: str = None,    # or the captions of this dataset spec
-           segmenter: str = API,         # 'grabcut' (weight-free) or a SAM checkpoint file
+           segmenter: str = API,         # 'grabcut' (weight-free), 'threshold' (none: A* > 0.5, the ablation) or a SAM checkpoint file
            sam_type: str = API,          # the SAM checkpoint's size (vit_h, vit_l, vit_b)
            keep_fraction: float = API,   # TFF filter: keep this fraction of the samples, most stable first
            epochs: int = API,            # ASR training epochs

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 # %% auto #0
-__all__ = ['strongest_points', 'GrabCutSegmenter', 'SamPointSegmenter', 'pseudo_labels']
+__all__ = ['strongest_points', 'GrabCutSegmenter', 'ThresholdSegmenter', 'SamPointSegmenter', 'pseudo_labels']
 
 # %% ../../nbs/81_freegen_point_labels.ipynb #fp000005
 def strongest_points(response,                 # (H, W) an entity's map
@@ -45,6 +45,13 @@ class GrabCutSegmenter:
         cv2.setRNGSeed(self.seed)
         cv2.grabCut(img, mk, None, np.zeros((1, 65)), np.zeros((1, 65)), self.iters, cv2.GC_INIT_WITH_MASK)
         return (mk == cv2.GC_FGD) | (mk == cv2.GC_PR_FGD)
+
+class ThresholdSegmenter:
+    "No point segmenter (the ablation \"no SAM\"): the entity's own map (A* without ASR, in [0, 1]) where it reaches `threshold`."
+    def __init__(self, threshold: float = 0.5): self.threshold = threshold
+    def __call__(self, image, points, background_points=None, response=None) -> np.ndarray:
+        if response is None: raise ValueError("ThresholdSegmenter: needs the entity's map (response)")
+        return np.asarray(response, np.float64) >= self.threshold
 
 class SamPointSegmenter:
     "segment-anything's SamPredictor prompted with foreground points (one mask, `multimask_output=False`)."

@@ -13,7 +13,7 @@ from ..generation import save_label_space
 from ..core import atomic_write
 from ..text2image import load_text2image
 from .pipeline import FreeGenPipeline
-from .point_labels import GrabCutSegmenter, SamPointSegmenter, pseudo_labels
+from .point_labels import GrabCutSegmenter, SamPointSegmenter, ThresholdSegmenter, pseudo_labels
 from .rectify import train_asr
 
 # %% auto #0
@@ -21,9 +21,10 @@ __all__ = ['point_segmenter', 'make_samples', 'train_stage1']
 
 # %% ../../nbs/83_freegen_train.ipynb #ft000005
 def point_segmenter(name: str = 'grabcut', model_type: str = 'vit_h'):
-    "'grabcut' (weight-free), or a SAM checkpoint file (segment-anything, `model_type` its size)."
+    "'grabcut' (weight-free), 'threshold' (no point segmenter: A* > 0.5, the ablation), or a SAM checkpoint file (segment-anything, `model_type` its size)."
     if name == 'grabcut': return GrabCutSegmenter()
-    if not Path(name).is_file(): raise FileNotFoundError(f"segmenter: {name}: not 'grabcut' and no such SAM checkpoint file")
+    if name == 'threshold': return ThresholdSegmenter()
+    if not Path(name).is_file(): raise FileNotFoundError(f"segmenter: {name}: not 'grabcut' or 'threshold', and no such SAM checkpoint file")
     return SamPointSegmenter(name, model_type)
 
 def _check(prompts, num, keep_fraction, epochs, batch_size, gen_batch_size):
