@@ -103,3 +103,26 @@ def test_jodiffusion_table1_test_scale(tmp_path):
     r = run_papermill('experiments/jodiffusion_table1.ipynb', tmp_path / 'bad.ipynb', expect_ok=False, methods='diffumask,freegen',
                       output_dir=tmp_path / 'res', work_dir=tmp_path / 'work')
     assert r.returncode != 0 and "ValueError: methods: choose from diffumask, dataset-diffusion, jodiffusion, got 'diffumask,freegen'" in r.stdout + r.stderr
+
+
+def test_freegen_table6_test_scale(tmp_path):
+    "FreeGen's ablation in miniature: every row samples the same prompts, each cell is its segmenter's own evaluation, the open-vocab decoder never saw the unseen classes."
+    run_papermill('experiments/freegen_table6.ipynb', tmp_path / 'out.ipynb', dataset='shapes', scale='test', output_dir=tmp_path / 'res', work_dir=tmp_path / 'work')
+    res, work = tmp_path / 'res' / 'shapes-test-seed0', tmp_path / 'work' / 'shapes-test-seed0'
+    rows = list(csv.reader((res / 'table6.csv').open()))
+    names = ['astar', 'no-points', 'no-tff', 'asr', 'egd-no-st', 'egd', 'open-vocab']
+    assert rows[0][:6] == ['row', 'points', 'tff', 'asr', 'egd', 'self_training'] and [r[0] for r in rows[1:]] == names
+    for r in rows[1:]:
+        assert float(r[6]) == pytest.approx(json.loads((work / 'segment' / r[0] / 'metrics.json').read_text())['mIoU'], abs=1e-4), r
+    caps = {n: [json.loads(l)['caption'] for l in ((work / 'stage2' / 'all' / 'pairs') if n == 'asr' else (work / 'pairs' / n)).joinpath('captions.jsonl').read_text().splitlines()]
+            for n in names}
+    assert all(c == caps['astar'] for c in caps.values())            # the same prompts, so the rows differ only in their masks
+    seen = json.loads((work / 'stage2' / 'open-vocab' / 'stage2.json').read_text())['classes']
+    assert 'ring' not in seen and 'cross' not in seen and len(seen) == 5
+    data = json.loads((res / 'results.json').read_text())
+    assert set(data['seen_unseen']) == {'real', *names} and data['unseen'] == ['ring', 'cross']
+    assert (res / 'table4_seen_unseen.md').read_text().startswith('Unseen: ring, cross.')
+    assert (res / 'pairs_side_by_side.png').stat().st_size > 1000
+    bad = run_papermill('experiments/freegen_table6.ipynb', tmp_path / 'bad.ipynb', expect_ok=False, rows='asr,nosuch',
+                        output_dir=tmp_path / 'res2', work_dir=tmp_path / 'work2')
+    assert bad.returncode != 0 and 'rows: choose from' in bad.stdout + bad.stderr and not (tmp_path / 'work2').exists()

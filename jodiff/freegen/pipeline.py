@@ -27,7 +27,7 @@ class FreeGenPipelineOutput(BaseOutput):
     masks: np.ndarray           # (B,H,W) uint8 label ids
     seeds: list
     scores: list                # per sample: {'tff': ..., 'classes': ...}
-    attention: list | None = None  # per sample, with `return_attention`: self_heads, query, keys, scale, groups, grid, maps, names
+    attention: list | None = None  # per sample, with `return_attention`: self_heads, query, keys, scale, groups, grid, maps, names, ids, steps
 
 class FreeGenPipeline(Text2ImagePipeline):
     "FreeGen: an image from the host, entity masks from A* = A_s A_c rectified by an optional ASR, or from an optional grounding decoder."
@@ -158,7 +158,8 @@ def __call__(self: FreeGenPipeline,
         scores.append(dict(tff=tff(torch.stack(steps_b)) if steps_b else 0.0, classes=len(names)))
         if return_attention:   # with the un-rectified A*, the maps the pseudo-labels are prompted from
             attention.append(dict(self_heads=S[b].cpu(), query=ro['query'][b].cpu(), keys=ro['keys'][b].cpu(), scale=ro['scale'], groups=groups[b],
-                                  grid=grid, maps=star(plain_asr, b), names=names, ids=ids))
+                                  grid=grid, maps=star(plain_asr, b), names=names, ids=ids,
+                                  steps=torch.stack(steps_b).float().cpu() if steps_b else None))   # (K, E, h, w): A* at the TFF's steps
     self.maybe_free_model_hooks()
     out = FreeGenPipelineOutput(images=images, masks=np.stack(masks), seeds=seeds, scores=scores, attention=attention if return_attention else None)
     return out if return_dict else (out.images, out.masks, out.seeds)
