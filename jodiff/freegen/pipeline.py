@@ -117,7 +117,12 @@ def __call__(self: FreeGenPipeline,
     # 2. Encode the captions (they steer generation) and the class prompts (read-out keys only)
     cond = self._encode_prompt([c for c, _, _ in parsed], do_cfg, device)
     text = self.text_codec
+    class_prompts = [' '.join(n) for _, n, _ in parsed]
     groups = [class_token_groups(self.tokenizer, n, text.max_length) for _, n, _ in parsed]
+    # entities whose names fall past the text encoder's length have no token to read: left out of the mask, counted
+    dropped = [sum(not g for g in gs) for gs in groups]
+    parsed = [(c, [x for x, g in zip(ns, gs) if g], None if ids is None else [x for x, g in zip(ids, gs) if g]) for (c, ns, ids), gs in zip(parsed, groups)]
+    groups = [[g for g in gs if g] for gs in groups]
     # 3. Timesteps; 4. latents
     self.scheduler.set_timesteps(num_inference_steps, device=device)
     latents = self._initial_latents(seeds, device)
@@ -125,7 +130,7 @@ def __call__(self: FreeGenPipeline,
     # 5. Denoise under the capture: averaged maps at the TFF steps, per-head inputs of ASR at the last step
     store = AttentionStore(kinds=('self', 'entity'), resolutions={k: {grid} for k in ('self', 'entity', 'self_heads', 'readout')}, cond_half=do_cfg,
                            latent_hw=(h, w))
-    store.entity_context = text.encode([' '.join(n) for _, n, _ in parsed]).to(device, self.unet.dtype)
+    store.entity_context = text.encode(class_prompts).to(device, self.unet.dtype)
     n = len(self.scheduler.timesteps)
     if n == 1: store.kinds |= {'self_heads', 'readout'}
     def last_step(pipe, i, t, kw):   # from the next UNet call on (the last), also keep the per-head inputs
@@ -155,7 +160,7 @@ def __call__(self: FreeGenPipeline,
         m = label_entities(grounded(b, names, ids) if egd is not None else star(asr, b), threshold)
         masks.append(to_label_ids(m, ids, sp) if ids is not None else m)
         steps_b = [_plain_star(sm[('self', grid)][b].double(), sm[('entity', grid)][b].double(), groups[b], grid) for sm in per_step.maps] if groups[b] else []
-        scores.append(dict(tff=tff(torch.stack(steps_b)) if steps_b else 0.0, classes=len(names)))
+        scores.append(dict(tff=tff(torch.stack(steps_b)) if steps_b else 0.0, classes=len(names), **({'dropped': dropped[b]} if dropped[b] else {})))
         if return_attention:   # with the un-rectified A*, the maps the pseudo-labels are prompted from
             attention.append(dict(self_heads=S[b].cpu(), query=ro['query'][b].cpu(), keys=ro['keys'][b].cpu(), scale=ro['scale'], groups=groups[b],
                                   grid=grid, maps=star(plain_asr, b), names=names, ids=ids,
