@@ -84,6 +84,8 @@ def train_stage1(host,                      # a trained host folder, a Stable Di
     rec = dict(num=num, with_entities=len(valid), kept=len(kept), keep_fraction=keep_fraction, tff_cut=float(kept[-1]['tff']),
                tff_mean_all=float(np.mean([s['tff'] for s in valid])), tff_mean_kept=float(np.mean([s['tff'] for s in kept])),
                pseudo_label_foreground=float(np.mean([s['target'].float().mean().item() for s in kept])), segmenter=segmenter,
+               flat_maps=int(sum(int((s['maps'].flatten(1).amax(1) <= 0).sum()) for s in valid)),        # entities absent from A*
+               empty_pseudo_labels=int(sum(int((s['target'].flatten(1).sum(1) == 0).sum()) for s in valid)),  # the segmenter found nothing
                epoch_losses=r['epoch_losses'], seconds_samples=round(t_samples, 1), seconds_total=round(time.time() - t0, 1),
                res=list(kept[0]['grid']), pipeline=str(out / 'pipeline'))
     with atomic_write(out / 'stage1.json', 'w') as f: json.dump(rec, f, indent=1)
