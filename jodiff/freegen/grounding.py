@@ -23,7 +23,7 @@ from .rectify import fit_epochs
 # %% auto #0
 __all__ = ['TINY_DECODER', 'unet_features', 'GroundingOutput', 'EntityGroundingDecoder', 'entity_probabilities',
            'tiny_grounding_decoder', 'entity_embeddings', 'grounding_inputs', 'entity_targets', 'match_queries',
-           'grounding_loss', 'grounding_samples', 'train_grounding', 'predict_labels']
+           'grounding_loss', 'class_ids', 'grounding_samples', 'train_grounding', 'predict_labels']
 
 # %% ../../nbs/85_freegen_grounding.ipynb #fq000006
 @torch.no_grad()
@@ -263,6 +263,17 @@ def grounding_loss(out: GroundingOutput, # the decoder's predictions for a batch
     return weights[0] * loss_c + loss_m / max(n, 1)
 
 # %% ../../nbs/85_freegen_grounding.ipynb #fq000017
+def class_ids(space, classes=None) -> list:
+    "The ids of `classes` (names or ids) in `space`, every class but background when None; ValueError naming an unknown one."
+    if classes is None: return [i for i in range(space.num_classes) if i != space.background]
+    out = []
+    for c in classes:
+        if isinstance(c, (int, np.integer)) and 0 <= int(c) < space.num_classes: out.append(int(c)); continue
+        if str(c) not in space.names: raise ValueError(f"classes: {c!r} is not a class of {space.name!r} ({', '.join(space.names)})")
+        out.append(space.names.index(str(c)))
+    return out
+
+#| export
 def grounding_samples(pipe,                 # the host (the UNet pass and the text encoder)
                       data,                 # a dataset spec or dataset of images, masks (and captions): real, or generated pairs
                       classes=None,         # the entities' classes (names or ids; None: every class but background)
@@ -275,7 +286,7 @@ def grounding_samples(pipe,                 # the host (the UNet pass and the te
     from jodiff.data import load_dataset
     ds = load_dataset(data) if isinstance(data, (str, Path)) else data
     sp = ds.space
-    keep = set(range(sp.num_classes)) - {sp.background} if classes is None else {c if isinstance(c, (int, np.integer)) else sp.names.index(c) for c in classes}
+    keep = set(class_ids(sp, classes))
     names = [str(x).replace('_', ' ') for x in sp.names]
     emb = dict(zip(range(sp.num_classes), entity_embeddings(pipe.text_codec, names)))   # each class name encoded once
     bg, out = sp.background if sp.background is not None else sp.ignore_index, []   # what predicted non-entity pixels become

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ..core import atomic_write
-from .grounding import (EntityGroundingDecoder, entity_probabilities, entity_targets, predict_labels,
+from .grounding import (EntityGroundingDecoder, class_ids, entity_probabilities, entity_targets, predict_labels,
                                       train_grounding)
 
 # %% auto #0
@@ -79,16 +79,6 @@ def self_train(samples: list,            # from `grounding_samples` (stage 1's p
     return dict(decoder=dec, rounds=log)
 
 # %% ../../nbs/86_freegen_self_training.ipynb #fs000011
-def _seen_ids(space, classes) -> list:
-    "The ids of `classes` (names or ids) in `space`; ValueError naming an unknown one."
-    if classes is None: return [i for i in range(space.num_classes) if i != space.background]
-    out = []
-    for c in classes:
-        if isinstance(c, (int, np.integer)) and 0 <= int(c) < space.num_classes: out.append(int(c)); continue
-        if str(c) not in space.names: raise ValueError(f"classes: {c!r} is not a class of {space.name!r} ({', '.join(space.names)})")
-        out.append(space.names.index(str(c)))
-    return out
-
 def train_stage2(stage1,                   # stage 1's pipeline (`train_stage1`'s OUT/pipeline folder, or the pipeline)
                  prompts: list,            # the prompts of the pairs, used round-robin (as `jodiff generate`)
                  num: int,                 # pairs to generate with stage 1 and train on
@@ -112,7 +102,7 @@ def train_stage2(stage1,                   # stage 1's pipeline (`train_stage1`'
     out, t0 = Path(out_dir), time.time()
     pipe = stage1 if isinstance(stage1, FreeGenPipeline) else FreeGenPipeline.from_pretrained(str(stage1))
     space = label_space_of(pipe, None if isinstance(stage1, FreeGenPipeline) else Path(stage1), label_space)
-    seen = _seen_ids(space, classes)
+    seen = class_ids(space, classes)
     # 1. Stage 1's pairs (resumable, as `jodiff generate`)
     generate(pipe, list(prompts), num, out / 'pairs', method='freegen', batch_size=gen_batch_size, seed=seed, progress=progress,
              label_space=space, num_inference_steps=steps, guidance_scale=guidance, use_egd=False)
