@@ -10,8 +10,8 @@ from .core import DataError
 from .data import SegDataset, load_dataset
 
 # %% auto #0
-__all__ = ['TEMPLATES', 'read_prompts', 'captions_of', 'captions_from_masks', 'prompts_for', 'with_captions', 'class_prompts',
-           'write_prompts']
+__all__ = ['TEMPLATES', 'read_prompts', 'captions_of', 'placement', 'captions_from_masks', 'prompts_for', 'with_captions',
+           'class_prompts', 'write_prompts']
 
 # %% ../nbs/05_prompts.ipynb #a38e7093
 def read_prompts(path, # text file, one prompt per line
@@ -40,8 +40,20 @@ def captions_of(spec: str | SegDataset, # a jodiff dataset spec, or the dataset
     return [str(c).strip() for c in caps]
 
 # %% ../nbs/05_prompts.ipynb #0b2e64cb
+def placement(region: np.ndarray, # (H, W) bool: the pixels of one class
+         ) -> str:            # 'at the top', 'on the left', 'at the bottom right', 'in the middle', or '' if empty
+    "Where a region's centre of mass lies, in thirds of the frame: the words a layout caption uses."
+    ys, xs = np.nonzero(region)
+    if not len(ys): return ''
+    h, w = region.shape
+    v = ('top', '', 'bottom')[min(2, int(3 * ys.mean() / h))]
+    s = ('left', '', 'right')[min(2, int(3 * xs.mean() / w))]
+    if v: return f'at the {v} {s}'.rstrip()
+    return f'on the {s}' if s else 'in the middle'
+
 def captions_from_masks(spec: str | SegDataset, # a jodiff dataset spec, or the dataset
                         min_share: float = 0.01, # classes below this share of the labelled pixels are left out
+                        layout: bool = False,    # also say where each class lies: 'sky at the top', 'car on the left'
                        ) -> list:             # one caption per item
     "Captions naming the classes each mask shows, largest first: 'a scene with road, sky and building'."
     ds = _ds(spec)
@@ -52,6 +64,7 @@ def captions_from_masks(spec: str | SegDataset, # a jodiff dataset spec, or the 
         ids, counts = np.unique(m[m != sp.ignore_index], return_counts=True)
         keep = [sp.names[c] for c, n in sorted(zip(ids, counts), key=lambda t: -t[1]) if n >= min_share * max(counts.sum(), 1)]
         keep = [k for k in keep if k != bg] or keep
+        if layout: keep = [f'{k} {placement(m == sp.names.index(k))}'.rstrip() for k in keep]
         caps.append('a scene' if not keep else 'a scene with ' + (keep[0] if len(keep) == 1 else ', '.join(keep[:-1]) + ' and ' + keep[-1]))
     return caps
 
