@@ -126,3 +126,20 @@ def test_freegen_table6_test_scale(tmp_path):
     bad = run_papermill('experiments/freegen_table6.ipynb', tmp_path / 'bad.ipynb', expect_ok=False, rows='asr,nosuch',
                         output_dir=tmp_path / 'res2', work_dir=tmp_path / 'work2')
     assert bad.returncode != 0 and 'rows: choose from' in bad.stdout + bad.stderr and not (tmp_path / 'work2').exists()
+    # Table 1 and Table 4 read the ablation's run back and add to it
+    dirs = dict(dataset='shapes', scale='test', output_dir=tmp_path / 'res', work_dir=tmp_path / 'work')
+    run_papermill('experiments/freegen_table1.ipynb', tmp_path / 't1.ipynb', **dirs, others='')
+    t1 = json.loads((res / 'table1_results.json').read_text())
+    assert list(t1['mIoU']) == ['real', 'syn', 'real+syn', 'syn->real']
+    assert t1['mIoU']['real'] == pytest.approx(data['mIoU']['real']) and t1['mIoU']['syn'] == pytest.approx(data['mIoU']['egd'])   # the ablation's own segmenters
+    for s, d in (('real+syn', 'egd-real+syn'), ('syn->real', 'egd-syn-real/finetune')):
+        assert t1['mIoU'][s] == pytest.approx(json.loads((work / 'segment' / d / 'metrics.json').read_text())['mIoU'], abs=1e-4)
+    assert [r['method'] for r in t1['beside']] == ['FreeGen stage 1 (ASR)', 'FreeGen (full)']
+    rows1 = list(csv.reader((res / 'table1.csv').open()))
+    assert [r[0] for r in rows1[1:]] == ['Real', 'Syn', 'Real+Syn', 'Syn→Real'] and rows1[0] == ['setting', *data['per_class']['real'], 'mIoU']
+    run_papermill('experiments/freegen_table4.ipynb', tmp_path / 't4.ipynb', **dirs)
+    t4 = list(csv.reader((res / 'table4.csv').open()))
+    assert [r[0] for r in t4[1:]] == ['real', 'egd', 'open-vocab']
+    assert float(t4[3][2]) == pytest.approx(data['seen_unseen']['open-vocab']['unseen'], abs=1e-4)
+    bad = run_papermill('experiments/freegen_table1.ipynb', tmp_path / 'bad1.ipynb', expect_ok=False, **dirs, iters=7)
+    assert bad.returncode != 0 and 'pass -p iters 4' in bad.stdout + bad.stderr
