@@ -11,7 +11,7 @@ from .data import SegDataset, load_dataset
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'read_prompts', 'captions_of', 'placement', 'captions_from_masks', 'prompts_for', 'with_captions',
-           'class_prompts', 'write_prompts']
+           'balanced_prompts', 'class_prompts', 'write_prompts']
 
 # %% ../nbs/05_prompts.ipynb #a38e7093
 def read_prompts(path, # text file, one prompt per line
@@ -82,6 +82,22 @@ def with_captions(ds: SegDataset, # a dataset whose items may lack captions (Cam
     if source == 'masks':   # file datasets read an item's caption from its record
         ds = ds.select(range(len(ds))); ds.records = [dict(r, caption=c) for r, c in zip(ds.records, caps)]
     return ds, source
+
+# %% ../nbs/05_prompts.ipynb #pr0000b2
+def balanced_prompts(prompts: list,  # the prompts to draw from (e.g. the training captions)
+                     names: list,    # the class names to balance ('_' in a name also matches a space)
+                     num: int,       # prompts to draw
+                     seed: int = 0,  # seeds the draw
+                    ) -> list:       # `num` prompts, drawn with replacement
+    "Draw `num` prompts, each with weight 1 / (the number of prompts naming its rarest class), so rare classes are named about as often as common ones."
+    import re
+    if not prompts or num < 1: raise ValueError(f"balanced_prompts: need prompts and num >= 1, got {len(prompts)} prompts and num={num}")
+    pats = {n: re.compile(r'\b(' + '|'.join({re.escape(n), re.escape(n.replace('_', ' '))}) + r')\b', re.I) for n in names}
+    named = [[n for n, r in pats.items() if r.search(p)] for p in prompts]
+    freq = {n: sum(n in c for c in named) for n in names}
+    w = np.array([max((1 / freq[n] for n in c), default=1 / len(prompts)) for c in named])   # a prompt naming no class: as if its class were everywhere
+    idx = np.random.default_rng(seed).choice(len(prompts), size=num, replace=True, p=w / w.sum())
+    return [prompts[i] for i in idx]
 
 # %% ../nbs/05_prompts.ipynb #pr000013
 TEMPLATES = ('a photo of a {}', 'a picture of a {}', 'a scene with a {}')   # ' and a ' joins several classes

@@ -195,3 +195,18 @@ def test_recipe_trains_on_a_captions_file(tmp_path):
     got = [json.loads(l)['caption'] for l in (tmp_path / 'run' / 'synthetic' / 'captions.jsonl').read_text().splitlines()]
     assert got and all(c.startswith('a photo number ') for c in got), got
     assert s['config']['captions'] == str(caps)
+
+
+def test_balanced_prompts_reach_generation(first_run, tmp_path):
+    "With `balance_prompts` the generated pairs' captions are the balanced draw of the training captions, in order."
+    import dataclasses
+    from jodiff.jodiffusion.recipe import stage_generate
+    from jodiff.prompts import balanced_prompts, prompts_for
+    out = tmp_path / 'run'
+    for part in ('annotation_vae', 'joint'): shutil.copytree(first_run[0] / part, out / part)
+    cfg = dataclasses.replace(RecipeConfig.preset('shapes', 'test'), balance_prompts=True, num=6)
+    assert stage_generate(cfg, out)['generated'] == 6
+    sp = load_dataset(cfg.train_spec).space
+    want = balanced_prompts(prompts_for(cfg.joint_data()), [n for i, n in enumerate(sp.names) if i != sp.background], 6, seed=cfg.seed)
+    got = [json.loads(l)['caption'] for l in (out / 'synthetic' / 'captions.jsonl').read_text().splitlines()]
+    assert got == want and want != prompts_for(cfg.joint_data())[:6]

@@ -12,7 +12,7 @@ from ..core import DataError, atomic_write
 from ..data import load_dataset
 from ..encoders import (CachedImageCodec, CachedTextCodec, image_codec_source, load_image_autoencoder,
                              load_text_encoder, text_codec_source)
-from ..prompts import prompts_for
+from ..prompts import balanced_prompts, prompts_for
 from ..runs import RunLog, check_config, check_out_dir, folder_lock, run_stage
 from .refinement import scaled_tau
 
@@ -96,6 +96,7 @@ class _GenerationSettings(_JointSettings):  # stages 4 and 7
     num_inference_steps: int = 20         # DPM-Solver++ steps
     guidance_scale: float = 3.0           # classifier-free guidance
     refine_tau: int | None = None         # refine mask regions below this many pixels; None: `scaled_tau(resolution)`
+    balance_prompts: bool = False         # draw the prompts class-balanced (rare classes named more often; `prompts.balanced_prompts`)
     n_figure: int = 8                     # samples per figure
 
 # %% ../../nbs/70_recipe.ipynb #rc000003
@@ -325,8 +326,11 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
 def stage_generate(cfg: RecipeConfig, out: Path) -> dict:
     "4. Sample `num` pairs from the train captions into `synthetic/`, masks refined by the pipeline."
     from jodiff.generation import generate
-    tau = cfg.generation_tau()
-    s = generate(out / 'joint' / 'pipeline', prompts_for(cfg.joint_data()), cfg.num, out / 'synthetic', method='jodiffusion',
+    tau, prompts = cfg.generation_tau(), prompts_for(cfg.joint_data())
+    if cfg.balance_prompts:
+        sp = load_dataset(cfg.train_spec).space
+        prompts = balanced_prompts(prompts, [n for i, n in enumerate(sp.names) if i != sp.background], cfg.num, seed=cfg.seed)
+    s = generate(out / 'joint' / 'pipeline', prompts, cfg.num, out / 'synthetic', method='jodiffusion',
                  batch_size=cfg.gen_batch_size, seed=cfg.seed, prompts_source=cfg.joint_data(),
                  num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale, refine_tau=tau)
     return dict(num=cfg.num, generated=s['generated'], refine_tau=tau, pairs_per_s=s['pairs_per_s'], sampling_seconds=s['seconds'])
