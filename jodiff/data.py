@@ -466,7 +466,6 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
     else:
         extra = dict(partial=bool(o['partial'])) if 'partial' in o else {}
         ds = LOADERS[spec.kind](expand_path(spec.path), spec.split, **extra)
-        if 'captions' in o: ds = _with_caption_file(ds, o['captions'])
         if 'keep_best' in o: ds = _keep_best(ds, expand_path(spec.path), o['keep_best'])
         if 'prefix' in o or 'exclude' in o:
             keep, drop = (tuple(o[k].split(',')) if k in o else None for k in ('prefix', 'exclude'))
@@ -475,6 +474,7 @@ def load_dataset(spec: str | DatasetSpec, # e.g. 'shapes:val?n=50', 'camvid:../s
         idx = np.arange(len(ds))
         if 'seed' in o: idx = np.random.default_rng(o['seed']).permutation(len(ds))
         if 'n' in o or 'seed' in o: ds = ds.select(idx[:o.get('n', len(ds))])
+        if 'captions' in o: ds = _with_caption_file(ds, o['captions'])   # last: only the items the other options keep need one
     ds.spec, ds.transform = spec, transform
     return ds
 

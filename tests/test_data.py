@@ -286,3 +286,15 @@ def test_shapes_easy_level():
     with pytest.raises(DataError, match='known levels: hard, easy'): parse_spec('shapes:val?level=medium')
     with pytest.raises(DataError, match='only applies to shapes'): parse_spec('camvid:/x:val?level=easy')
     with pytest.raises(ValueError, match='medium'): render_scene(0, 64, level='medium')
+
+
+def test_captions_file_needs_only_the_items_the_other_options_keep(shared, tmp_path):
+    "A captions file for one CamVid sequence serves a spec that keeps that sequence (`prefix`, `exclude`, `n`), whatever the option order."
+    base = f"camvid:{shared / 'data' / 'camvid'}:train"
+    kept = load_dataset(f'{base}?prefix=0006R0')
+    (tmp_path / 'caps.jsonl').write_text(''.join(json.dumps(dict(name=n, caption=f'frame {n}')) + '\n' for n in kept.names))
+    for spec in (f'{base}?prefix=0006R0&captions={tmp_path}/caps.jsonl', f'{base}?captions={tmp_path}/caps.jsonl&exclude=0001TP,0016E5'):
+        ds = load_dataset(spec)
+        assert ds.names == kept.names and [r['caption'] for r in ds.records] == [f'frame {n}' for n in kept.names]
+    assert len(load_dataset(f'{base}?prefix=0006R0&n=5&captions={tmp_path}/caps.jsonl')) == 5
+    with pytest.raises(DataError, match='no caption for 266 of the 367 items'): load_dataset(f'{base}?captions={tmp_path}/caps.jsonl')
