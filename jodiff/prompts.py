@@ -4,6 +4,7 @@
 
 # %% ../nbs/05_prompts.ipynb #pr000002
 from __future__ import annotations
+import re
 from pathlib import Path
 import numpy as np
 from .core import DataError
@@ -41,7 +42,7 @@ def captions_of(spec: str | SegDataset, # a jodiff dataset spec, or the dataset
 
 # %% ../nbs/05_prompts.ipynb #0b2e64cb
 def placement(region: np.ndarray, # (H, W) bool: the pixels of one class
-         ) -> str:            # 'at the top', 'on the left', 'at the bottom right', 'in the middle', or '' if empty
+             ) -> str:            # 'at the top', 'on the left', 'at the bottom right', 'in the middle', or '' if empty
     "Where a region's centre of mass lies, in thirds of the frame: the words a layout caption uses."
     ys, xs = np.nonzero(region)
     if not len(ys): return ''
@@ -58,13 +59,12 @@ def captions_from_masks(spec: str | SegDataset, # a jodiff dataset spec, or the 
     "Captions naming the classes each mask shows, largest first: 'a scene with road, sky and building'."
     ds = _ds(spec)
     sp, caps = ds.space, []
-    bg = sp.names[sp.background] if sp.background is not None else None
     for i in range(len(ds)):
         m = np.asarray(ds.read_mask(i))
         ids, counts = np.unique(m[m != sp.ignore_index], return_counts=True)
-        keep = [sp.names[c] for c, n in sorted(zip(ids, counts), key=lambda t: -t[1]) if n >= min_share * max(counts.sum(), 1)]
-        keep = [k for k in keep if k != bg] or keep
-        if layout: keep = [f'{k} {placement(m == sp.names.index(k))}'.rstrip() for k in keep]
+        kept = [c for c, n in sorted(zip(ids, counts), key=lambda t: -t[1]) if n >= min_share * max(counts.sum(), 1)]
+        kept = [c for c in kept if c != sp.background] or kept
+        keep = [f'{sp.names[c]} {placement(m == c)}' if layout else sp.names[c] for c in kept]
         caps.append('a scene' if not keep else 'a scene with ' + (keep[0] if len(keep) == 1 else ', '.join(keep[:-1]) + ' and ' + keep[-1]))
     return caps
 
@@ -85,12 +85,14 @@ def with_captions(ds: SegDataset, # a dataset whose items may lack captions (Cam
 
 # %% ../nbs/05_prompts.ipynb #pr0000b2
 def balanced_prompts(prompts: list,  # the prompts to draw from (e.g. the training captions)
-                     names: list,    # the class names to balance ('_' in a name also matches a space)
+                     space,          # their label space (or preset name): every class but background is balanced
                      num: int,       # prompts to draw
                      seed: int = 0,  # seeds the draw
                     ) -> list:       # `num` prompts, drawn with replacement
     "Draw `num` prompts, each with weight 1 / (the number of prompts naming its rarest class), so rare classes are named about as often as common ones."
-    import re
+    from jodiff.core import get_label_space
+    sp = get_label_space(space)
+    names = [n for i, n in enumerate(sp.names) if i != sp.background]   # '_' in a name also matches a space
     if not prompts or num < 1: raise ValueError(f"balanced_prompts: need prompts and num >= 1, got {len(prompts)} prompts and num={num}")
     pats = {n: re.compile(r'\b(' + '|'.join({re.escape(n), re.escape(n.replace('_', ' '))}) + r')\b', re.I) for n in names}
     named = [[n for n, r in pats.items() if r.search(p)] for p in prompts]

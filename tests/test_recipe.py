@@ -206,7 +206,6 @@ def test_balanced_prompts_reach_generation(first_run, tmp_path):
     for part in ('annotation_vae', 'joint'): shutil.copytree(first_run[0] / part, out / part)
     cfg = dataclasses.replace(RecipeConfig.preset('shapes', 'test'), balance_prompts=True, num=6)
     assert stage_generate(cfg, out)['generated'] == 6
-    sp = load_dataset(cfg.train_spec).space
-    want = balanced_prompts(prompts_for(cfg.joint_data()), [n for i, n in enumerate(sp.names) if i != sp.background], 6, seed=cfg.seed)
+    want = balanced_prompts(prompts_for(cfg.joint_data()), load_dataset(cfg.train_spec).space, 6, seed=cfg.seed)
     got = [json.loads(l)['caption'] for l in (out / 'synthetic' / 'captions.jsonl').read_text().splitlines()]
     assert got == want and want != prompts_for(cfg.joint_data())[:6]

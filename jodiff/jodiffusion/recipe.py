@@ -327,9 +327,7 @@ def stage_generate(cfg: RecipeConfig, out: Path) -> dict:
     "4. Sample `num` pairs from the train captions into `synthetic/`, masks refined by the pipeline."
     from jodiff.generation import generate
     tau, prompts = cfg.generation_tau(), prompts_for(cfg.joint_data())
-    if cfg.balance_prompts:
-        sp = load_dataset(cfg.train_spec).space
-        prompts = balanced_prompts(prompts, [n for i, n in enumerate(sp.names) if i != sp.background], cfg.num, seed=cfg.seed)
+    if cfg.balance_prompts: prompts = balanced_prompts(prompts, load_dataset(cfg.joint_data()).space, cfg.num, seed=cfg.seed)
     s = generate(out / 'joint' / 'pipeline', prompts, cfg.num, out / 'synthetic', method='jodiffusion',
                  batch_size=cfg.gen_batch_size, seed=cfg.seed, prompts_source=cfg.joint_data(),
                  num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale, refine_tau=tau)
