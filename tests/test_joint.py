@@ -79,3 +79,19 @@ def test_optimizer_names_are_checked_and_8bit_adam_names_its_package(monkeypatch
     with pytest.raises(ValueError, match='optimizer must be one of adamw, adamw8bit'): train_joint(optimizer='sgd')
     monkeypatch.setitem(sys.modules, 'bitsandbytes', None)      # as on a machine without it
     with pytest.raises(ImportError, match="needs bitsandbytes"): make_optimizer(p, 'adamw8bit')
+
+def test_ema_saved_and_resumed_exactly(tmp_path):
+    "With `ema_decay` the saved transformer is the weights' average (not the last weights), and a run resumed from a checkpoint saves the same average."
+    from jodiff.jodiffusion.train_joint import train_joint
+    kw = dict(steps=6, batch_size=2, lr=1e-2, resolution=32, seed=0, ema_decay=0.9)
+    full = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "a", **kw, checkpoint_every=3)
+    plain = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "b", **{**kw, "ema_decay": None})
+    assert json.loads((tmp_path / "a" / "train_log.json").read_text())["ema_decay"] == 0.9
+    np.testing.assert_allclose(full["losses"], plain["losses"], rtol=1e-5)   # the average does not change training
+    avg, last = (JointDiffusionTransformer.from_pretrained(str(p / "transformer")).img_out.weight for p in (tmp_path / "a", tmp_path / "b"))
+    assert not torch.allclose(avg, last)
+    import shutil; shutil.rmtree(tmp_path / "a" / "checkpoint-6")                  # interrupted after step 3
+    again = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "a", **kw)
+    assert len(again["losses"]) == 3
+    torch.testing.assert_close(again["model"].img_out.weight, avg, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="ema_decay"): train_joint(ema_decay=1.0)

@@ -330,8 +330,9 @@ def train_grounding(samples: list,          # from `grounding_samples` (or their
 def predict_labels(decoder, s: dict,        # a decoder and one of `grounding_samples`
                    threshold: float = 0.5,  # an entity's probability below this at every entity: the sample's background
                   ) -> np.ndarray:          # (H, W) class ids (the sample's `ids`; its `background` elsewhere)
-    "The decoder's class map of a sample: at each pixel its most probable entity, background where none reaches `threshold`."
+    "The decoder's class map of a sample: at each pixel its most probable entity, background where none reaches `threshold` (no threshold without a background class)."
     H, W = s['mask'].shape
+    if s['background'] == 255: threshold = 0.0   # its background is the ignore value: no background class, every pixel is some entity's
     lab = np.full((H, W), s['background'], np.int64)
     if not len(s['ids']): return lab
     p = entity_probabilities(decoder(s['features'], s['embeds'][None]), (H, W))[0].cpu()

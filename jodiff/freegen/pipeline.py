@@ -93,7 +93,7 @@ def __call__(self: FreeGenPipeline,
              guidance_scale: float = 7.5,           # classifier-free guidance
              seeds: list[int] | int | None = None,  # one seed per sample
              label_space=None,                      # the masks' label space (its class names are looked up in the captions)
-             threshold: float = 0.5,                # a pixel takes its strongest entity where that map reaches this
+             threshold: float = 0.5,                # a pixel takes its strongest entity where that map reaches this (any, without a background class)
              res: int | None = None,                # read-out grid side (None: `default_resolution()`)
              use_asr: bool = True,                  # rectify with the pipeline's ASR when it has one (False: the ablation "no ASR")
              use_egd: bool = True,                  # masks from the pipeline's grounding decoder when it has one (False: "no EGD")
@@ -112,6 +112,7 @@ def __call__(self: FreeGenPipeline,
     r = res or self.default_resolution()
     h, w = self.latent_hw; grid = (r, r * w // h)
     sp = get_label_space(label_space) if label_space is not None else None
+    thr = threshold if sp is None or sp.background is not None else 0.0   # no background class: each pixel its strongest entity
     parsed = [prompt_classes(p, sp) for p in prompt]
     device, do_cfg = self._execution_device, guidance_scale != 1.0
     # 2. Encode the captions (they steer generation) and the class prompts (read-out keys only)
@@ -157,7 +158,7 @@ def __call__(self: FreeGenPipeline,
         return net(*x, ro['scale'], groups[b], grid, size=(H, W))[0].float().cpu()
     masks, scores, attention = [], [], []
     for b, (_, names, ids) in enumerate(parsed):
-        m = label_entities(grounded(b, names, ids) if egd is not None else star(asr, b), threshold)
+        m = label_entities(grounded(b, names, ids) if egd is not None else star(asr, b), thr)
         masks.append(to_label_ids(m, ids, sp) if ids is not None else m)
         steps_b = [_plain_star(sm[('self', grid)][b].double(), sm[('entity', grid)][b].double(), groups[b], grid) for sm in per_step.maps] if groups[b] else []
         scores.append(dict(tff=tff(torch.stack(steps_b)) if steps_b else 0.0, classes=len(names), **({'dropped': dropped[b]} if dropped[b] else {})))

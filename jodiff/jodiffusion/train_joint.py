@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import compute_snr
+from diffusers.training_utils import EMAModel, compute_snr
 from tqdm import tqdm
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
@@ -181,12 +181,14 @@ def _batch_latents(ds, step, seed, batch_size, acc, resolution, icodec, tcodec, 
     return zi, zm, tcodec.encode(caps)
 
 # %% ../../nbs/23_train_joint.ipynb #tj000011
-def _save_final(acc, model, out_dir: Path, steps: int, log: dict):
-    "Rank 0 writes the last checkpoint, `transformer/`, `scheduler/` and `train_log.json`."
-    if not acc.is_main_process: return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    acc.save_state(str(out_dir / f"checkpoint-{steps}"))
+def _save_final(acc, model, out_dir: Path, steps: int, log: dict, ema=None):
+    "Rank 0 writes the last checkpoint, `transformer/` (the averaged weights when there is an `ema`), `scheduler/` and `train_log.json`."
+    if acc.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        acc.save_state(str(out_dir / f"checkpoint-{steps}"))   # the raw weights and the average: a resumed run goes on from both
     net = acc.unwrap_model(model)
+    if ema is not None: ema.copy_to(net.parameters())          # every process returns (and rank 0 saves) the averaged model
+    if not acc.is_main_process: return
     net.save_pretrained(str(out_dir / "transformer")); make_noise_scheduler().save_pretrained(str(out_dir / "scheduler"))
     (out_dir / "train_log.json").write_text(json.dumps(dict(log, image_scale=net.config.image_scale, mask_scale=net.config.mask_scale)))
 
@@ -212,6 +214,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                 warmup_steps: int = 0,           # linear learning-rate warm-up
                 snr_gamma: float | None = None,  # Min-SNR-gamma loss weighting (None: off; 5 is the usual value)
                 weight_decay: float = 0.0,       # AdamW weight decay
+                ema_decay: float | None = None,  # keep an exponential moving average of the weights (up to this decay) and save it
                 grad_accum: int = 1,             # micro-batches of `batch_size` per optimisation step
                 optimizer: str = "adamw",        # a name in OPTIMIZERS ('adamw8bit': bitsandbytes, the authors')
                 augment: str = "resize",         # a name in JOINT_AUGMENTS ('flip_crop': the authors' centre crop and random flip)
@@ -225,6 +228,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
     if not (isinstance(grad_accum, int) and grad_accum >= 1): raise ValueError(f"grad_accum must be an int >= 1, got {grad_accum!r}")
     if optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     if augment not in JOINT_AUGMENTS: raise ValueError(f"augment must be one of {', '.join(JOINT_AUGMENTS)}, got {augment!r}")
+    if ema_decay is not None and not 0 < ema_decay < 1: raise ValueError(f"ema_decay must be None or in (0, 1), got {ema_decay}")
     out_dir, cpu = Path(out_dir), cpu or not torch.cuda.is_available()  # on a CPU-only host multi-process launches use gloo
     acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu or not torch.cuda.is_available(), step_scheduler_with_optimizer=False,
                       project_config=ProjectConfiguration(project_dir=str(out_dir)))   # one scheduler step per global step, whatever the processes
@@ -237,7 +241,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
     _check_fits(model, resolution, tcodec)
     o = dict(steps=steps, batch_size=batch_size, lr=lr, resolution=resolution, cond_drop=cond_drop, seed=seed, checkpoint_every=checkpoint_every,
              resume=resume, max_grad_norm=max_grad_norm, mask_weight=mask_weight, warmup_steps=warmup_steps, snr_gamma=snr_gamma,
-             weight_decay=weight_decay, grad_accum=grad_accum, optimizer=optimizer, augment=augment, log_every=log_every)
+             weight_decay=weight_decay, ema_decay=ema_decay, grad_accum=grad_accum, optimizer=optimizer, augment=augment, log_every=log_every)
     return _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o)
 
 # %% ../../nbs/23_train_joint.ipynb #tj000013
@@ -247,6 +251,8 @@ def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o: dict) -> dict:
     opt = make_optimizer(model.parameters(), o['optimizer'], o['lr'], o['weight_decay'])
     sch = get_scheduler("constant_with_warmup", opt, num_warmup_steps=o['warmup_steps'])  # diffusers' linear warm-up, then constant
     model, opt, sch = acc.prepare(model, opt, sch)
+    ema = EMAModel(acc.unwrap_model(model).parameters(), decay=o['ema_decay'], use_ema_warmup=True, power=2 / 3) if o['ema_decay'] else None
+    if ema is not None: acc.register_for_checkpointing(ema)   # saved and restored with every checkpoint
     step = _resume_step(acc, out_dir, o['resume'])
     null, W, rank, losses, t0 = tcodec.null().to(acc.device), acc.num_processes, acc.process_index, [], time.time()
     bar = tqdm(range(step, steps), initial=step, total=steps, disable=not acc.is_local_main_process, desc="joint", mininterval=2)
@@ -263,6 +269,7 @@ def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o: dict) -> dict:
             total += loss.detach() / A
         if o['max_grad_norm']: acc.clip_grad_norm_(model.parameters(), o['max_grad_norm'])
         opt.step(); sch.step(); opt.zero_grad()
+        if ema is not None: ema.step(acc.unwrap_model(model).parameters())
         losses.append(acc.gather(total[None]).mean().item())
         if acc.is_local_main_process and (step % o['log_every'] == 0 or step == steps - 1): bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if o['checkpoint_every'] and (step + 1) % o['checkpoint_every'] == 0 and step + 1 < steps:
@@ -271,6 +278,6 @@ def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o: dict) -> dict:
     acc.wait_for_everyone()
     speed = n * o['batch_size'] * A * W / max(dt, 1e-9)
     _save_final(acc, model, out_dir, steps, dict(steps=steps, steps_this_run=n, losses=losses, seconds=dt, processes=W, samples_per_s=speed,
-                                                 grad_accum=A, optimizer=o['optimizer'], augment=o['augment']))
+                                                 grad_accum=A, optimizer=o['optimizer'], augment=o['augment'], ema_decay=o['ema_decay']), ema)
     acc.wait_for_everyone(); acc.end_training()
     return dict(losses=losses, seconds=dt, processes=W, model=acc.unwrap_model(model), samples_per_s=speed)
