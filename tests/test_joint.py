@@ -95,3 +95,18 @@ def test_ema_saved_and_resumed_exactly(tmp_path):
     assert len(again["losses"]) == 3
     torch.testing.assert_close(again["model"].img_out.weight, avg, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="ema_decay"): train_joint(ema_decay=1.0)
+
+def test_object_weight_changes_training_and_needs_a_background_class(tmp_path):
+    "`object_weight` reaches the loss (other losses from the same draws), is logged, and is refused where no class is background."
+    from dataclasses import replace
+    from jodiff.data import load_dataset
+    from jodiff.jodiffusion.train_joint import train_joint
+    kw = dict(steps=2, batch_size=2, resolution=32, seed=0, mask_weight=1.0)
+    weighted = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "w", object_weight=4.0, **kw)
+    plain = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "p", **kw)
+    assert json.loads((tmp_path / "w" / "train_log.json").read_text())["object_weight"] == 4.0
+    assert np.isfinite(weighted["losses"]).all() and weighted["losses"][0] != pytest.approx(plain["losses"][0], rel=1e-6)
+    ds = load_dataset(SPEC); ds.space = replace(ds.space, background=None)   # a label space like CamVid's
+    with pytest.raises(ValueError, match="background class"): train_joint("tiny", "tiny", "tiny", ds, tmp_path / "x", object_weight=4.0, **kw)
+    with pytest.raises(ValueError, match="needs mask_weight"): train_joint(object_weight=4.0)
+    with pytest.raises(ValueError, match="object_weight must be >= 0"): train_joint(object_weight=-1.0, mask_weight=1.0)

@@ -103,6 +103,7 @@ def joint(*, dataset: str = API,        # training data spec (images, masks, cap
           mask_weight: float = None,    # per-modality loss, mask weighted this much (default: one joint MSE)
           snr_gamma: float = None,      # Min-SNR-gamma loss weighting, e.g. 5 (default: off)
           ema_decay: float = None,      # save an exponential moving average of the weights, e.g. 0.999 (default: the last weights)
+          object_weight: float = 0.0,   # weight the image error of latent cells covered by objects up to 1 + this (with --mask-weight)
           init_from: str = None,        # start a new model from this UniDiffuser hub id or folder, e.g. thu-ml/unidiffuser-v1
           grad_accum: int = API,        # micro-batches of --batch-size per step and process (effective batch: batch x accum x processes)
           optimizer: str = API,         # adamw, or adamw8bit (bitsandbytes: pip install -e '.[gpu]'; the authors')
@@ -125,8 +126,8 @@ def joint(*, dataset: str = API,        # training data spec (images, masks, cap
     avae = resolve_annotation_vae(annotation_vae, seed, space.num_classes)
     r = train_joint(icodec, tcodec, avae, dataset, out_dir, steps=steps, batch_size=batch_size, lr=lr, resolution=resolution,
                     cond_drop=cond_drop, seed=seed, model_kwargs=json.loads(model_kwargs), checkpoint_every=checkpoint_every,
-                    resume=not no_resume, cpu=cpu, mask_weight=mask_weight, snr_gamma=snr_gamma, ema_decay=ema_decay, init_from=init_from,
-                    grad_accum=grad_accum, optimizer=optimizer, augment=augment, max_grad_norm=max_grad_norm,
+                    resume=not no_resume, cpu=cpu, mask_weight=mask_weight, snr_gamma=snr_gamma, ema_decay=ema_decay, object_weight=object_weight,
+                    init_from=init_from, grad_accum=grad_accum, optimizer=optimizer, augment=augment, max_grad_norm=max_grad_norm,
                     mixed_precision=mixed_precision)
     if not no_pipeline and PartialState().is_main_process:
         pipe = JoDiffusionPipeline.from_components(r['model'], icodec, tcodec, avae)

@@ -89,6 +89,7 @@ class _JointSettings(_AnnotationVAESettings):  # stage 3
     joint_augment: str = 'resize'         # 'resize' (squeeze) or 'flip_crop' (the authors': short side, centre crop, random flip)
     joint_mixed_precision: str = 'no'     # accelerate's: 'no', 'fp16' (the authors'), 'bf16'
     joint_ema: float | None = None        # EMA decay of the joint model's weights, the average saved (None: the last weights)
+    joint_object_weight: float = 0.0      # image error of latent cells covered by objects weighted up to 1 + this (needs a background class)
 
 @dataclass
 class _GenerationSettings(_JointSettings):  # stages 4 and 7
@@ -139,6 +140,7 @@ class RecipeConfig(_GenerationSettings):
         if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0: raise ValueError(f"joint_warmup must be an int >= 0, got {w!r}")
         if self.joint_snr_gamma is not None and not self.joint_snr_gamma > 0: raise ValueError(f"joint_snr_gamma must be None or > 0, got {self.joint_snr_gamma}")
         if self.joint_ema is not None and not 0 < self.joint_ema < 1: raise ValueError(f"joint_ema must be None or in (0, 1), got {self.joint_ema}")
+        if not self.joint_object_weight >= 0: raise ValueError(f"joint_object_weight must be >= 0, got {self.joint_object_weight}")
         if not 0 < self.avae_hard_fraction <= 1: raise ValueError(f"avae_hard_fraction must be in (0, 1], got {self.avae_hard_fraction}")
         if self.guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
         if any((s // 8) % self.joint_patch for s in hw): raise ValueError(f"joint_patch {self.joint_patch} must divide the latent sides {hw[0] // 8}x{hw[1] // 8}")
@@ -313,6 +315,7 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
     r = train_joint(icodec, tcodec, avae, spec, out / 'joint', steps=cfg.joint_steps, batch_size=cfg.joint_batch_size,
                     lr=cfg.joint_lr, resolution=cfg.resolution, seed=cfg.seed, checkpoint_every=max(1, cfg.joint_steps // 5),
                     mask_weight=cfg.joint_mask_weight, warmup_steps=cfg.joint_warmup, snr_gamma=cfg.joint_snr_gamma, ema_decay=cfg.joint_ema,
+                    object_weight=cfg.joint_object_weight,
                     init_from=cfg.joint_init, grad_accum=cfg.joint_grad_accum, max_grad_norm=cfg.joint_grad_norm,
                     optimizer=cfg.joint_optimizer, augment=cfg.joint_augment, mixed_precision=cfg.joint_mixed_precision,
                     model_kwargs=dict(patch_size=cfg.joint_patch, num_attention_heads=cfg.joint_heads,

@@ -24,7 +24,8 @@ from .joint_model import JointDiffusionTransformer, mask_latent_channels, mask_v
 
 # %% auto #0
 __all__ = ['JOINT_AUGMENTS', 'OPTIMIZERS', 'resolve_image_codec', 'resolve_text_codec', 'resolve_annotation_vae', 'get_batch',
-           'encode_pair', 'measure_scales', 'make_noise_scheduler', 'joint_loss', 'make_optimizer', 'train_joint']
+           'encode_pair', 'measure_scales', 'make_noise_scheduler', 'object_cells', 'joint_loss', 'make_optimizer',
+           'train_joint']
 
 # %% ../../nbs/23_train_joint.ipynb #2a0de52d
 def resolve_image_codec(x) -> ImageCodec:
@@ -93,10 +94,21 @@ def make_noise_scheduler() -> DDPMScheduler:
     "UniDiffuser's training noise schedule (1000 steps, scaled-linear betas 0.00085..0.012)."
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
-def _weighted_mse(pred, target, w):
-    "Per-sample mean squared error, weighted by `w` (or not), averaged over the batch."
-    e = (pred.float() - target).pow(2).flatten(1).mean(1)
+def _weighted_mse(pred, target, w, cells=None):
+    "Per-sample mean squared error (each latent cell weighted by `cells`, or not), weighted by `w` (or not), averaged over the batch."
+    e = (pred.float() - target).pow(2)
+    e = (e if cells is None else e * cells).flatten(1).mean(1)
     return (e * w).mean() if w is not None else e.mean()
+
+def object_cells(masks,               # (B,H,W) class ids at the training resolution
+                 background: int,     # the background class id
+                 weight: float,       # extra weight of a latent cell that objects cover entirely
+                 cell: int = 8,       # pixels per latent cell (the codecs' downsampling)
+                ) -> torch.Tensor:    # (B,1,H/cell,W/cell), mean 1 per sample
+    "Weights of the image error per latent cell: 1 + `weight` x the cell's share of object pixels (neither background nor ignored), mean 1 per sample."
+    fg = ((masks != background) & (masks != 255)).float()[:, None]
+    c = 1 + weight * torch.nn.functional.avg_pool2d(fg, cell)
+    return c / c.mean((1, 2, 3), keepdim=True)
 
 def joint_loss(model,                    # the joint model (`JointDiffusionTransformer` or anything with its forward)
                zi, zm,                   # (B,C,h,w) image and (B,Cm,h,w) mask latents, scaled
@@ -107,6 +119,7 @@ def joint_loss(model,                    # the joint model (`JointDiffusionTrans
                cond_drop: float = 0.1,   # probability of replacing a caption by the empty one
                mask_weight: float | None = None,  # None: MSE over the joint noise; w: (image MSE + w * mask MSE) / (1 + w)
                snr_gamma: float | None = None,    # None: plain MSE; g: Min-SNR-g weight min(SNR(t), g) / SNR(t) per sample
+               cells=None,               # (B,1,h,w) weights of the image error per latent cell (`object_cells`; needs mask_weight)
               ):                         # scalar loss
     "One shared timestep and one joint noise draw over (image, mask) latents; MSE on the joint noise."
     B, dev = zi.shape[0], zi.device
@@ -120,8 +133,9 @@ def joint_loss(model,                    # the joint model (`JointDiffusionTrans
         snr = compute_snr(scheduler, t).float()
         w = torch.clamp(snr, max=float(snr_gamma)) / snr
     if mask_weight is not None:  # per-modality means, so the few mask channels are not outweighed by the image's
-        li, lm = _weighted_mse(out.image_sample, ni, w), _weighted_mse(out.mask_sample, nm, w)
+        li, lm = _weighted_mse(out.image_sample, ni, w, cells), _weighted_mse(out.mask_sample, nm, w)
         return (li + mask_weight * lm) / (1 + mask_weight)
+    if cells is not None: raise ValueError("cells (object weighting) need mask_weight: the image error is weighted in its own mean")
     pred = torch.cat([out.image_sample.flatten(1), out.mask_sample.flatten(1)], 1)
     return _weighted_mse(pred, torch.cat([ni.flatten(1), nm.flatten(1)], 1), w)
 
@@ -171,14 +185,14 @@ def _resume_step(acc, out_dir: Path, resume: bool) -> int:
     return int(cks[-1].name.split("-")[1])
 
 def _batch_latents(ds, step, seed, batch_size, acc, resolution, icodec, tcodec, avae, cfg, augment='resize'):
-    "This process's share of the batch of `step` (a pure function of seed and step), encoded."
+    "This process's share of the batch of `step` (a pure function of seed and step), encoded; and its masks."
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     W, rank = acc.num_processes, acc.process_index
     idx = torch.randint(0, len(ds), (batch_size * W,), generator=g)[rank * batch_size:(rank + 1) * batch_size]
     flips = (torch.rand(batch_size * W, generator=g) < 0.5)[rank * batch_size:(rank + 1) * batch_size] if augment == 'flip_crop' else None
     ims, mks, caps = get_batch(ds, idx, resolution, augment, flips)
     zi, zm = encode_pair(icodec, avae, ims, mks, cfg.image_scale, cfg.mask_scale)
-    return zi, zm, tcodec.encode(caps)
+    return zi, zm, tcodec.encode(caps), mks
 
 # %% ../../nbs/23_train_joint.ipynb #tj000011
 def _save_final(acc, model, out_dir: Path, steps: int, log: dict, ema=None):
@@ -215,6 +229,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
                 snr_gamma: float | None = None,  # Min-SNR-gamma loss weighting (None: off; 5 is the usual value)
                 weight_decay: float = 0.0,       # AdamW weight decay
                 ema_decay: float | None = None,  # keep an exponential moving average of the weights (up to this decay) and save it
+                object_weight: float = 0.0,      # weight the image error of latent cells covered by objects up to 1 + this (`object_cells`)
                 grad_accum: int = 1,             # micro-batches of `batch_size` per optimisation step
                 optimizer: str = "adamw",        # a name in OPTIMIZERS ('adamw8bit': bitsandbytes, the authors')
                 augment: str = "resize",         # a name in JOINT_AUGMENTS ('flip_crop': the authors' centre crop and random flip)
@@ -229,10 +244,14 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
     if optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     if augment not in JOINT_AUGMENTS: raise ValueError(f"augment must be one of {', '.join(JOINT_AUGMENTS)}, got {augment!r}")
     if ema_decay is not None and not 0 < ema_decay < 1: raise ValueError(f"ema_decay must be None or in (0, 1), got {ema_decay}")
+    if not object_weight >= 0: raise ValueError(f"object_weight must be >= 0, got {object_weight}")
+    if object_weight and mask_weight is None: raise ValueError("object_weight needs mask_weight (the image error is weighted in its own mean)")
     out_dir, cpu = Path(out_dir), cpu or not torch.cuda.is_available()  # on a CPU-only host multi-process launches use gloo
     acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu or not torch.cuda.is_available(), step_scheduler_with_optimizer=False,
                       project_config=ProjectConfiguration(project_dir=str(out_dir)))   # one scheduler step per global step, whatever the processes
     ds = _dataset(dataset, acc.print)
+    bg = getattr(getattr(ds, "space", None), "background", None)
+    if object_weight and bg is None: raise ValueError(f"object_weight needs a label space with a background class; {dataset} has none")
     icodec, tcodec = resolve_image_codec(image_codec), resolve_text_codec(text_codec)
     avae = resolve_annotation_vae(annotation_vae, seed, getattr(getattr(ds, "space", None), "num_classes", 8))
     for mod in (icodec.vae, tcodec.model, avae): mod.requires_grad_(False).eval().to(acc.device)
@@ -241,7 +260,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
     _check_fits(model, resolution, tcodec)
     o = dict(steps=steps, batch_size=batch_size, lr=lr, resolution=resolution, cond_drop=cond_drop, seed=seed, checkpoint_every=checkpoint_every,
              resume=resume, max_grad_norm=max_grad_norm, mask_weight=mask_weight, warmup_steps=warmup_steps, snr_gamma=snr_gamma,
-             weight_decay=weight_decay, ema_decay=ema_decay, grad_accum=grad_accum, optimizer=optimizer, augment=augment, log_every=log_every)
+             weight_decay=weight_decay, ema_decay=ema_decay, object_weight=object_weight, background=bg, grad_accum=grad_accum, optimizer=optimizer, augment=augment, log_every=log_every)
     return _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o)
 
 # %% ../../nbs/23_train_joint.ipynb #tj000013
@@ -261,10 +280,11 @@ def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o: dict) -> dict:
         total = 0.0
         for j in range(A):   # micro-batch m = step * A + j: batches and noise depend on (seed, m) only
             m = step * A + j
-            zi, zm, txt = _batch_latents(ds, m, seed, o['batch_size'], acc, o['resolution'], icodec, tcodec, avae, c, o['augment'])
+            zi, zm, txt, mks = _batch_latents(ds, m, seed, o['batch_size'], acc, o['resolution'], icodec, tcodec, avae, c, o['augment'])
             gen = torch.Generator().manual_seed((seed * 1_000_003 + m) * 64 + rank)
             with acc.no_sync(model) if j < A - 1 else contextlib.nullcontext():
-                with acc.autocast(): loss = joint_loss(model, zi, zm, txt, null, sched, gen, o['cond_drop'], o['mask_weight'], o['snr_gamma'])
+                cells = object_cells(mks, o['background'], o['object_weight']).to(acc.device) if o['object_weight'] else None
+                with acc.autocast(): loss = joint_loss(model, zi, zm, txt, null, sched, gen, o['cond_drop'], o['mask_weight'], o['snr_gamma'], cells)
                 acc.backward(loss / A)
             total += loss.detach() / A
         if o['max_grad_norm']: acc.clip_grad_norm_(model.parameters(), o['max_grad_norm'])
@@ -278,6 +298,6 @@ def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o: dict) -> dict:
     acc.wait_for_everyone()
     speed = n * o['batch_size'] * A * W / max(dt, 1e-9)
     _save_final(acc, model, out_dir, steps, dict(steps=steps, steps_this_run=n, losses=losses, seconds=dt, processes=W, samples_per_s=speed,
-                                                 grad_accum=A, optimizer=o['optimizer'], augment=o['augment'], ema_decay=o['ema_decay']), ema)
+                                                 grad_accum=A, optimizer=o['optimizer'], augment=o['augment'], ema_decay=o['ema_decay'], object_weight=o['object_weight']), ema)
     acc.wait_for_everyone(); acc.end_training()
     return dict(losses=losses, seconds=dt, processes=W, model=acc.unwrap_model(model), samples_per_s=speed)
