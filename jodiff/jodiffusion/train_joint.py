@@ -250,17 +250,19 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
     acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu or not torch.cuda.is_available(), step_scheduler_with_optimizer=False,
                       project_config=ProjectConfiguration(project_dir=str(out_dir)))   # one scheduler step per global step, whatever the processes
     ds = _dataset(dataset, acc.print)
-    bg = getattr(getattr(ds, "space", None), "background", None)
+    space = getattr(ds, "space", None)
+    bg = getattr(space, "background", None)
     if object_weight and bg is None: raise ValueError(f"object_weight needs a label space with a background class; {dataset} has none")
     icodec, tcodec = resolve_image_codec(image_codec), resolve_text_codec(text_codec)
-    avae = resolve_annotation_vae(annotation_vae, seed, getattr(getattr(ds, "space", None), "num_classes", 8))
+    avae = resolve_annotation_vae(annotation_vae, seed, getattr(space, "num_classes", 8))
     for mod in (icodec.vae, tcodec.model, avae): mod.requires_grad_(False).eval().to(acc.device)
     if isinstance(model, (str, Path)): model = JointDiffusionTransformer.from_pretrained(str(model))
     model = model if model is not None else _new_model(icodec, tcodec, avae, ds, resolution, seed, model_kwargs, init_from)
     _check_fits(model, resolution, tcodec)
     o = dict(steps=steps, batch_size=batch_size, lr=lr, resolution=resolution, cond_drop=cond_drop, seed=seed, checkpoint_every=checkpoint_every,
              resume=resume, max_grad_norm=max_grad_norm, mask_weight=mask_weight, warmup_steps=warmup_steps, snr_gamma=snr_gamma,
-             weight_decay=weight_decay, ema_decay=ema_decay, object_weight=object_weight, background=bg, grad_accum=grad_accum, optimizer=optimizer, augment=augment, log_every=log_every)
+             weight_decay=weight_decay, ema_decay=ema_decay, object_weight=object_weight, background=bg, grad_accum=grad_accum,
+             optimizer=optimizer, augment=augment, log_every=log_every)
     return _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o)
 
 # %% ../../nbs/23_train_joint.ipynb #tj000013
