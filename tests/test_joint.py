@@ -1,9 +1,11 @@
 "Tests for the joint model and its training beyond the notebooks' lessons: text conditioning, UniDiffuser weights, learning, 2 processes."
-import json, os, socket, subprocess, sys
+import json, os, shutil, socket, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
+from dataclasses import replace
+from jodiff.data import load_dataset
 from jodiff.jodiffusion.joint_model import JointDiffusionTransformer, tiny_joint_transformer, tiny_unidiffuser
-from jodiff.jodiffusion.train_joint import joint_loss, make_noise_scheduler
+from jodiff.jodiffusion.train_joint import joint_loss, make_noise_scheduler, train_joint
 
 torch.set_num_threads(1)
 SPEC = "shapes:train?n=16&size=32"
@@ -60,7 +62,6 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
 
 def test_train_joint_from_unidiffuser_with_accumulation_and_flip_crop(tmp_path):
     "The paper's training path at toy size: start from (tiny) UniDiffuser weights, 2 micro-batches a step, centre crop and flips."
-    from jodiff.jodiffusion.train_joint import train_joint
     from fake_layouts import make_layout
     tiny_unidiffuser(0).save_pretrained(tmp_path / 'unidiffuser')
     root = make_layout('voc', tmp_path / 'voc')          # 48 x 64 images without captions: cropped, and captioned from their masks
@@ -82,7 +83,6 @@ def test_optimizer_names_are_checked_and_8bit_adam_names_its_package(monkeypatch
 
 def test_ema_saved_and_resumed_exactly(tmp_path):
     "With `ema_decay` the saved transformer is the weights' average (not the last weights), and a run resumed from a checkpoint saves the same average."
-    from jodiff.jodiffusion.train_joint import train_joint
     kw = dict(steps=6, batch_size=2, lr=1e-2, resolution=32, seed=0, ema_decay=0.9)
     full = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "a", **kw, checkpoint_every=3)
     plain = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "b", **{**kw, "ema_decay": None})
@@ -90,7 +90,7 @@ def test_ema_saved_and_resumed_exactly(tmp_path):
     np.testing.assert_allclose(full["losses"], plain["losses"], rtol=1e-5)   # the average does not change training
     avg, last = (JointDiffusionTransformer.from_pretrained(str(p / "transformer")).img_out.weight for p in (tmp_path / "a", tmp_path / "b"))
     assert not torch.allclose(avg, last)
-    import shutil; shutil.rmtree(tmp_path / "a" / "checkpoint-6")                  # interrupted after step 3
+    shutil.rmtree(tmp_path / "a" / "checkpoint-6")                  # interrupted after step 3
     again = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "a", **kw)
     assert len(again["losses"]) == 3
     torch.testing.assert_close(again["model"].img_out.weight, avg, rtol=1e-5, atol=1e-6)
@@ -98,9 +98,6 @@ def test_ema_saved_and_resumed_exactly(tmp_path):
 
 def test_object_weight_changes_training_and_needs_a_background_class(tmp_path):
     "`object_weight` reaches the loss (other losses from the same draws), is logged, and is refused where no class is background."
-    from dataclasses import replace
-    from jodiff.data import load_dataset
-    from jodiff.jodiffusion.train_joint import train_joint
     kw = dict(steps=2, batch_size=2, resolution=32, seed=0, mask_weight=1.0)
     weighted = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "w", object_weight=4.0, **kw)
     plain = train_joint("tiny", "tiny", "tiny", SPEC, tmp_path / "p", **kw)
