@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #5713ebb0
 from __future__ import annotations
-import contextlib, functools, json, os, random, re, tempfile
+import contextlib, functools, json, os, random, re, secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -130,9 +130,6 @@ def get_label_space(name: str | LabelSpace, # a preset name, or a LabelSpace (re
     raise KeyError(f"unknown label space {name!r}; known: {', '.join(LABEL_SPACE_NAMES)}")
 
 # %% ../nbs/00_core.ipynb #98a1db3f
-def _umask() -> int:
-    m = os.umask(0); os.umask(m); return m
-
 @contextlib.contextmanager
 def atomic_write(path,             # file to write
                  mode: str = 'wb', # 'wb' or 'w'
@@ -140,15 +137,19 @@ def atomic_write(path,             # file to write
     "Open a temporary file beside `path`; on success rename it to `path`, on error remove it."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp', dir=path.parent)
+    tmp = None
     try:
+        while True:  # the name is known before the file exists, so an interrupt at any instant leaves nothing behind
+            tmp = path.parent / f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp'
+            try: fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666); break  # usual permissions (umask applies)
+            except FileExistsError: continue
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
 
 # %% ../nbs/00_core.ipynb #co000002
