@@ -103,7 +103,7 @@ def _weighted_mse(pred, target, w, cells=None):
 def object_cells(masks,               # (B,H,W) class ids at the training resolution
                  background: int,     # the background class id
                  weight: float,       # extra weight of a latent cell that objects cover entirely
-                 cell: int = 8,       # pixels per latent cell (the codecs' downsampling)
+                 cell: int = 8,       # pixels per latent cell (the codec's downsampling; training passes mask side // latent side)
                 ) -> torch.Tensor:    # (B,1,H/cell,W/cell), mean 1 per sample
     "Weights of the image error per latent cell: 1 + `weight` x the cell's share of object pixels (neither background nor ignored), mean 1 per sample."
     fg = ((masks != background) & (masks != 255)).float()[:, None]
@@ -247,7 +247,7 @@ def train_joint(image_codec="tiny",              # ImageCodec, model, or name/pa
     if not object_weight >= 0: raise ValueError(f"object_weight must be >= 0, got {object_weight}")
     if object_weight and mask_weight is None: raise ValueError("object_weight needs mask_weight (the image error is weighted in its own mean)")
     out_dir, cpu = Path(out_dir), cpu or not torch.cuda.is_available()  # on a CPU-only host multi-process launches use gloo
-    acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu or not torch.cuda.is_available(), step_scheduler_with_optimizer=False,
+    acc = Accelerator(mixed_precision=mixed_precision, cpu=cpu, step_scheduler_with_optimizer=False,
                       project_config=ProjectConfiguration(project_dir=str(out_dir)))   # one scheduler step per global step, whatever the processes
     ds = _dataset(dataset, acc.print)
     space = getattr(ds, "space", None)
@@ -285,7 +285,7 @@ def _train_loop(acc, model, ds, icodec, tcodec, avae, out_dir, o: dict) -> dict:
             zi, zm, txt, mks = _batch_latents(ds, m, seed, o['batch_size'], acc, o['resolution'], icodec, tcodec, avae, c, o['augment'])
             gen = torch.Generator().manual_seed((seed * 1_000_003 + m) * 64 + rank)
             with acc.no_sync(model) if j < A - 1 else contextlib.nullcontext():
-                cells = object_cells(mks, o['background'], o['object_weight']).to(acc.device) if o['object_weight'] else None
+                cells = object_cells(mks, o['background'], o['object_weight'], mks.shape[-1] // zi.shape[-1]).to(acc.device) if o['object_weight'] else None
                 with acc.autocast(): loss = joint_loss(model, zi, zm, txt, null, sched, gen, o['cond_drop'], o['mask_weight'], o['snr_gamma'], cells)
                 acc.backward(loss / A)
             total += loss.detach() / A
