@@ -114,6 +114,19 @@ def test_joint_loss_settings_reach_training(first_run, tmp_path):
     assert image_only != pytest.approx(rec['loss_first'], rel=1e-3)
 
 
+def test_fused_tokens_reach_the_model_and_generation(first_run, tmp_path):
+    "`joint_fuse` trains a one-token-per-patch joint model, and its pipeline samples pairs like the paper's layout does."
+    from jodiff.jodiffusion.recipe import stage_joint, stage_generate
+    out = tmp_path / 'run'
+    shutil.copytree(first_run[0] / 'annotation_vae', out / 'annotation_vae')
+    cfg = RecipeConfig.preset('shapes', 'test', joint_fuse=True)
+    stage_joint(cfg, out)
+    tr = json.loads((out / 'joint' / 'transformer' / 'config.json').read_text())
+    assert tr['fuse_tokens'] is True and json.loads((first_run[0] / 'joint' / 'transformer' / 'config.json').read_text())['fuse_tokens'] is False
+    g = stage_generate(cfg, out)
+    assert g['generated'] == cfg.num and len(load_dataset(f"folder:{out / 'synthetic'}")) == cfg.num
+
+
 @pytest.mark.skipif(not (shared_dir() / 'data' / 'camvid' / 'train.txt').is_file(), reason='no CamVid in shared/data')
 def test_camvid_test_scale(tmp_path):
     s = run_recipe('camvid', tmp_path / 'cv', scale='test', log=QUIET)

@@ -51,6 +51,8 @@ def token_layout(config) -> dict:  # a `JointDiffusionTransformer` config (or an
     "Where each kind of token sits in the sequence: name -> slice."
     h, w = latent_hw(config)
     L, n = config.num_text_tokens, (h // config.patch_size) * (w // config.patch_size)
+    if getattr(config, 'fuse_tokens', False):   # one token per patch carries image and mask: both read the same slice
+        return dict(t_image=slice(0, 1), t_text=slice(1, 2), text=slice(2, 2 + L), image=slice(2 + L, 2 + L + n), mask=slice(2 + L, 2 + L + n))
     ends = dict(t_image=1, t_text=2, text=2 + L, image=2 + L + n, mask=2 + L + 2 * n)
     starts = [0] + list(ends.values())[:-1]
     return {k: slice(s, e) for (k, e), s in zip(ends.items(), starts)}
@@ -64,16 +66,17 @@ def _add_token_embeddings(m, D: int):
     h, w = latent_hw(c)
     pe = lambda ch: PatchEmbed(height=h, width=w, patch_size=c.patch_size, in_channels=ch,
                                embed_dim=D, use_pos_embed=c.patch_pos_embed)
-    m.img_in, m.mask_in = pe(c.in_channels), pe(c.mask_channels)
+    if c.fuse_tokens: m.pair_in = pe(c.in_channels + c.mask_channels)   # one patch embedding of both latents, stacked
+    else: m.img_in, m.mask_in = pe(c.in_channels), pe(c.mask_channels)
     if c.patch_pos_embed and h != w:   # diffusers' U-ViT PatchEmbed draws a square sin-cos grid: lay it out h x w
         grid = torch.as_tensor(get_2d_sincos_pos_embed(D, (h // c.patch_size, w // c.patch_size)), dtype=torch.float32)
-        for e in (m.img_in, m.mask_in): e.register_buffer("pos_embed", grid[None], persistent=False)
+        for e in ((m.pair_in,) if c.fuse_tokens else (m.img_in, m.mask_in)): e.register_buffer("pos_embed", grid[None], persistent=False)
     ts = lambda: Timesteps(D, flip_sin_to_cos=True, downscale_freq_shift=0)
     te = lambda: TimestepEmbedding(D, 4 * D, out_dim=D) if c.use_timestep_embedding else nn.Identity()
     m.timestep_img_proj, m.timestep_img_embed = ts(), te()
     m.timestep_text_proj, m.timestep_text_embed = ts(), te()
     m.pos_embed = nn.Parameter(torch.zeros(1, 2 + c.num_text_tokens + m.num_patches, D))
-    m.mask_pos_embed = nn.Parameter(torch.zeros(1, m.num_patches, D))
+    m.mask_pos_embed = nn.Parameter(torch.zeros(1, 0 if c.fuse_tokens else m.num_patches, D))
     nn.init.trunc_normal_(m.pos_embed, std=0.02); nn.init.trunc_normal_(m.mask_pos_embed, std=0.02)
     m.pos_embed_drop = nn.Dropout(c.dropout)
 
@@ -86,8 +89,10 @@ def _add_body_and_heads(m, D: int):
         patch_size=c.patch_size, activation_fn=c.activation_fn, block_type="unidiffuser", pre_layer_norm=c.pre_layer_norm,
         use_patch_pos_embed=False, ff_final_dropout=c.ff_final_dropout)
     m.transformer.pos_embed.requires_grad_(False)  # the body's own patch embedding is unused (we embed outside)
-    m.img_out = nn.Linear(D, c.patch_size ** 2 * c.in_channels)
-    m.mask_out = nn.Linear(D, c.patch_size ** 2 * c.mask_channels)
+    if c.fuse_tokens: m.pair_out = nn.Linear(D, c.patch_size ** 2 * (c.in_channels + c.mask_channels))
+    else:
+        m.img_out = nn.Linear(D, c.patch_size ** 2 * c.in_channels)
+        m.mask_out = nn.Linear(D, c.patch_size ** 2 * c.mask_channels)
 
 # %% ../../nbs/20_joint_model.ipynb #9ecfa626
 class JointDiffusionTransformer(ModelMixin, ConfigMixin):
@@ -111,7 +116,8 @@ class JointDiffusionTransformer(ModelMixin, ConfigMixin):
                  dropout: float = 0.0,            # dropout rate
                  image_scale: float = 1.0,        # extra factor on image-codec latents (measured at training start)
                  mask_scale: float = 1.0,         # extra factor on annotation-VAE latents
-                 patch_pos_embed: bool = False):  # add fixed 2D sin-cos positions to image and mask patches (one grid for both)
+                 patch_pos_embed: bool = False,   # add fixed 2D sin-cos positions to image and mask patches (one grid for both)
+                 fuse_tokens: bool = False):      # one token per patch holding image and mask (CPU miniature); False: the paper's two
         super().__init__()
         h, w = latent_hw(self.config)
         if h % patch_size or w % patch_size: raise ValueError(f"sample_size {sample_size} must be a multiple of patch_size {patch_size}")
@@ -147,15 +153,20 @@ def forward(self: JointDiffusionTransformer,
     cfg, B, dev = self.config, image_latents.shape[0], image_latents.device
     _check_forward_inputs(cfg, image_latents, mask_latents, encoder_hidden_states)
     txt = self.text_in(self.pre_text(encoder_hidden_states.to(self.dtype)))
-    img, msk = self.img_in(image_latents.to(self.dtype)), self.mask_in(mask_latents.to(self.dtype))
+    if cfg.fuse_tokens: patches = [self.pair_in(torch.cat([image_latents, mask_latents], 1).to(self.dtype))]
+    else: patches = [self.img_in(image_latents.to(self.dtype)), self.mask_in(mask_latents.to(self.dtype))]
     t_img = self._time_token(timestep, self.timestep_img_proj, self.timestep_img_embed, B, dev)
     t_txt = self._time_token(text_timestep, self.timestep_text_proj, self.timestep_text_embed, B, dev)
-    h = torch.cat([t_img, t_txt, txt, img, msk], 1) + torch.cat([self.pos_embed, self.mask_pos_embed], 1)
+    h = torch.cat([t_img, t_txt, txt, *patches], 1) + torch.cat([self.pos_embed, self.mask_pos_embed], 1)
     h = self.transformer(self.pos_embed_drop(h), return_dict=False, hidden_states_is_embedding=True, unpatchify=False)[0]
     at, p = token_layout(cfg), cfg.patch_size
     gh, gw = (s // p for s in latent_hw(cfg))
-    img_out = _unpatchify(self.img_out(h[:, at['image']]), p, cfg.in_channels, gh, gw)
-    mask_out = _unpatchify(self.mask_out(h[:, at['mask']]), p, cfg.mask_channels, gh, gw)
+    if cfg.fuse_tokens:
+        both = _unpatchify(self.pair_out(h[:, at['image']]), p, cfg.in_channels + cfg.mask_channels, gh, gw)
+        img_out, mask_out = both[:, :cfg.in_channels], both[:, cfg.in_channels:]
+    else:
+        img_out = _unpatchify(self.img_out(h[:, at['image']]), p, cfg.in_channels, gh, gw)
+        mask_out = _unpatchify(self.mask_out(h[:, at['mask']]), p, cfg.mask_channels, gh, gw)
     return JointTransformerOutput(img_out, mask_out) if return_dict else (img_out, mask_out)
 
 # %% ../../nbs/20_joint_model.ipynb #627ee81d
@@ -175,6 +186,7 @@ def _from_unidiffuser(cls, unidiffuser,                      # a `UniDiffuserMod
                       subfolder: str | None = None,           # e.g. 'unet' in a UniDiffuser pipeline repo
                       **kw) -> JointDiffusionTransformer:
     "Build a `JointDiffusionTransformer` from UniDiffuser weights; mask parts are initialised from the image parts."
+    if kw.get('fuse_tokens'): raise ValueError("fuse_tokens: UniDiffuser's weights embed image patches alone; start a fused model from scratch")
     u = unidiffuser
     if not isinstance(u, UniDiffuserModel):
         p = Path(str(u))

@@ -90,6 +90,7 @@ class _JointSettings(_AnnotationVAESettings):  # stage 3
     joint_mixed_precision: str = 'no'     # accelerate's: 'no', 'fp16' (the authors'), 'bf16'
     joint_ema: float | None = None        # EMA decay of the joint model's weights, the average saved (None: the last weights)
     joint_object_weight: float = 0.0      # image error of latent cells covered by objects weighted up to 1 + this (needs a background class)
+    joint_fuse: bool = False              # one token per latent patch holding image and mask (half the sequence); False: the paper's two
 
 @dataclass
 class _GenerationSettings(_JointSettings):  # stages 4 and 7
@@ -320,7 +321,7 @@ def stage_joint(cfg: RecipeConfig, out: Path) -> dict:
                     optimizer=cfg.joint_optimizer, augment=cfg.joint_augment, mixed_precision=cfg.joint_mixed_precision,
                     model_kwargs=dict(patch_size=cfg.joint_patch, num_attention_heads=cfg.joint_heads,
                                       attention_head_dim=cfg.joint_head_dim, num_layers=cfg.joint_layers,
-                                      patch_pos_embed=cfg.joint_sincos), log_every=25)
+                                      patch_pos_embed=cfg.joint_sincos, fuse_tokens=cfg.joint_fuse), log_every=25)
     JoDiffusionPipeline.from_components(r['model'], icodec, tcodec, avae).save_pretrained(str(out / 'joint' / 'pipeline'))
     save_label_space(out / 'joint' / 'pipeline', load_dataset(spec).space)
     L, k = r['losses'], max(1, len(r['losses']) // 10)
