@@ -51,11 +51,11 @@ def token_layout(config) -> dict:  # a `JointDiffusionTransformer` config (or an
     "Where each kind of token sits in the sequence: name -> slice."
     h, w = latent_hw(config)
     L, n = config.num_text_tokens, (h // config.patch_size) * (w // config.patch_size)
-    if getattr(config, 'fuse_tokens', False):   # one token per patch carries image and mask: both read the same slice
-        return dict(t_image=slice(0, 1), t_text=slice(1, 2), text=slice(2, 2 + L), image=slice(2 + L, 2 + L + n), mask=slice(2 + L, 2 + L + n))
     ends = dict(t_image=1, t_text=2, text=2 + L, image=2 + L + n, mask=2 + L + 2 * n)
     starts = [0] + list(ends.values())[:-1]
-    return {k: slice(s, e) for (k, e), s in zip(ends.items(), starts)}
+    layout = {k: slice(s, e) for (k, e), s in zip(ends.items(), starts)}
+    if getattr(config, 'fuse_tokens', False): layout['mask'] = layout['image']   # one token per patch carries both
+    return layout
 
 # %% ../../nbs/20_joint_model.ipynb #jm000004
 def _add_token_embeddings(m, D: int):
@@ -163,7 +163,7 @@ def forward(self: JointDiffusionTransformer,
     gh, gw = (s // p for s in latent_hw(cfg))
     if cfg.fuse_tokens:
         both = _unpatchify(self.pair_out(h[:, at['image']]), p, cfg.in_channels + cfg.mask_channels, gh, gw)
-        img_out, mask_out = both[:, :cfg.in_channels], both[:, cfg.in_channels:]
+        img_out, mask_out = both.split([cfg.in_channels, cfg.mask_channels], 1)
     else:
         img_out = _unpatchify(self.img_out(h[:, at['image']]), p, cfg.in_channels, gh, gw)
         mask_out = _unpatchify(self.mask_out(h[:, at['mask']]), p, cfg.mask_channels, gh, gw)
