@@ -222,3 +222,21 @@ def test_balanced_prompts_reach_generation(first_run, tmp_path):
     want = balanced_prompts(prompts_for(cfg.joint_data()), load_dataset(cfg.train_spec).space, 6, seed=cfg.seed)
     got = [json.loads(l)['caption'] for l in (out / 'synthetic' / 'captions.jsonl').read_text().splitlines()]
     assert got == want and want != prompts_for(cfg.joint_data())[:6]
+
+
+def test_keep_best_trains_the_synthetic_segmenter_on_the_stablest_pairs(first_run, tmp_path):
+    "With `keep_best` the synthetic-only segmenter trains on that fraction of the pairs, lowest TFF first; the summary says so."
+    import dataclasses, math
+    from jodiff.jodiffusion.recipe import stage_syn, summary_markdown
+    out = tmp_path / 'run'
+    shutil.copytree(first_run[0] / 'synthetic', out / 'synthetic')
+    cfg = dataclasses.replace(RecipeConfig.preset('shapes', 'test'), keep_best=0.5)
+    stage_syn(cfg, out)
+    spec = json.loads((out / 'seg_syn' / 'metrics.json').read_text())['train_specs'][-1]
+    assert spec == f"folder:{out / 'synthetic'}?keep_best=0.5"
+    tff = sorted((json.loads(l)['tff'], json.loads(l)['name']) for l in (out / 'synthetic' / 'scores.jsonl').read_text().splitlines())
+    kept = load_dataset(spec).names
+    assert len(kept) == math.ceil(cfg.num / 2) < cfg.num and set(kept) == {n for _, n in tff[:len(kept)]}
+    s = dict(first_run[1], config=dict(first_run[1]['config'], keep_best=0.5))
+    assert f"Synthetic only ({len(kept)} of {cfg.num} generated pairs, lowest TFF)" in summary_markdown(s)
+    with pytest.raises(ValueError, match='keep_best'): RecipeConfig.preset('shapes', 'test', keep_best=0)

@@ -32,6 +32,7 @@ def recipe(*, data: str = API,          # dataset: shapes (embedded), camvid (sh
            captions: str = None,        # captions .jsonl of the training images (from `jodiff captions`; default: their own or mask-made)
            joint_init: str = None,      # start the joint model from this UniDiffuser hub id or folder (full presets: thu-ml/unidiffuser-v1)
            joint_grad_accum: int = None, # micro-batches per joint step (default per preset)
+           keep_best: float = None,     # the synthetic-only segmenter trains on this fraction of the pairs, lowest TFF first (default 1: all)
            plan: bool = False,          # check data, weights, folder and disk, print each stage with a measured time estimate, run nothing
            probe: bool = False,         # with --plan at full scale on a CPU: time the networks on this CPU anyway
            processes: int = 1,          # with --plan: the GPUs the run will use (accelerate launch --num_processes)
@@ -40,7 +41,8 @@ def recipe(*, data: str = API,          # dataset: shapes (embedded), camvid (sh
     "The whole JoDiffusion recipe at small scale: real-only segmenter, annotation VAE, joint model, synthetic set, synthetic-only segmenter, comparison."
     from jodiff.jodiffusion.recipe import run_recipe, plan_recipe, plan_markdown
     overrides = dict(num=num, joint_steps=steps_joint, avae_steps=steps_avae, seg_iters=seg_iters, resolution=resolution,
-                     captions=captions, joint_init=joint_init, joint_grad_accum=joint_grad_accum)
+                     captions=captions, joint_init=joint_init, joint_grad_accum=joint_grad_accum,
+                     keep_best=keep_best)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if plan:
         p = plan_recipe(data, out, scale=scale, seed=seed, data_root=data_root, probe=probe or None, processes=processes, **overrides)

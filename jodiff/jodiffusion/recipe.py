@@ -18,7 +18,7 @@ from .refinement import scaled_tau
 
 # %% auto #0
 __all__ = ['SCALES', 'DATASETS', 'STAGES', 'WIDE_AVAE', 'PAPER_DATASETS', 'RecipeConfig', 'check_run_config', 'stage_real',
-           'stage_avae', 'stage_joint', 'stage_generate', 'stage_syn', 'stage_consistency', 'stage_figures',
+           'stage_avae', 'stage_joint', 'stage_generate', 'syn_spec', 'stage_syn', 'stage_consistency', 'stage_figures',
            'summarize', 'summary_markdown', 'run_recipe', 'check_data', 'probe_step_times', 'plan_recipe',
            'plan_markdown']
 
@@ -100,6 +100,7 @@ class _GenerationSettings(_JointSettings):  # stages 4 and 7
     guidance_scale: float = 3.0           # classifier-free guidance
     refine_tau: int | None = None         # refine mask regions below this many pixels; None: `scaled_tau(resolution)`
     balance_prompts: bool = False         # draw the prompts class-balanced (rare classes named more often; `prompts.balanced_prompts`)
+    keep_best: float = 1.0                # the synthetic-only segmenter trains on this fraction of the pairs, lowest TFF first (1: all)
     n_figure: int = 8                     # samples per figure
 
 # %% ../../nbs/70_recipe.ipynb #rc000003
@@ -144,6 +145,7 @@ class RecipeConfig(_GenerationSettings):
         if not self.joint_object_weight >= 0: raise ValueError(f"joint_object_weight must be >= 0, got {self.joint_object_weight}")
         if not 0 < self.avae_hard_fraction <= 1: raise ValueError(f"avae_hard_fraction must be in (0, 1], got {self.avae_hard_fraction}")
         if self.guidance_scale < 0: raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if isinstance(self.keep_best, bool) or not 0 < self.keep_best <= 1: raise ValueError(f"keep_best must be in (0, 1], got {self.keep_best!r}")
         if any((s // 8) % self.joint_patch for s in hw): raise ValueError(f"joint_patch {self.joint_patch} must divide the latent sides {hw[0] // 8}x{hw[1] // 8}")
         from jodiff.jodiffusion.train_joint import OPTIMIZERS, JOINT_AUGMENTS
         if self.joint_optimizer not in OPTIMIZERS: raise ValueError(f"joint_optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.joint_optimizer!r}")
@@ -340,10 +342,14 @@ def stage_generate(cfg: RecipeConfig, out: Path) -> dict:
     return dict(num=cfg.num, generated=s['generated'], refine_tau=tau, pairs_per_s=s['pairs_per_s'], sampling_seconds=s['seconds'])
 
 # %% ../../nbs/70_recipe.ipynb #rc000006
+def syn_spec(cfg: RecipeConfig, out: Path) -> str:
+    "The synthetic-only segmenter's training data: the generated folder, or its `keep_best` fraction with the lowest TFF."
+    return f"folder:{out / 'synthetic'}" + (f"?keep_best={cfg.keep_best}" if cfg.keep_best < 1 else '')
+
 def stage_syn(cfg: RecipeConfig, out: Path) -> dict:
     "5. The same segmenter trained on the synthetic pairs only, evaluated on real val."
     from jodiff.segment.train import train_segmenter, metrics_table
-    r = train_segmenter(cfg.segmenter, f"folder:{out / 'synthetic'}", cfg.val_spec, cfg.seg_iters, out / 'seg_syn', **_seg_kwargs(cfg))
+    r = train_segmenter(cfg.segmenter, syn_spec(cfg, out), cfg.val_spec, cfg.seg_iters, out / 'seg_syn', **_seg_kwargs(cfg))
     _log.info('synthetic-only segmenter on real val:\n%s', metrics_table(r['metrics']))
     return _seg_record(r)
 
@@ -432,6 +438,11 @@ def _short(p) -> str: p = Path(str(p)); return p.parent.name if p.name == 'model
 
 def _f(v, d=2): return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{d}f}'
 
+def _syn_pairs(s: dict) -> str:
+    "What the synthetic-only segmenter trained on, in words."
+    k, n = s['config'].get('keep_best', 1.0), s['num_pairs']
+    return f"{n} generated pairs" if k >= 1 else f"{math.ceil(k * n)} of {n} generated pairs, lowest TFF"
+
 def summary_markdown(s: dict) -> str:
     "The summary as Markdown tables: headline, per-class IoU, stage timings."
     pc = s['per_class']
@@ -439,7 +450,7 @@ def summary_markdown(s: dict) -> str:
     lines = [f"## JoDiffusion recipe: {s['data']} ({s['scale']} scale, seed {s['seed']})", '',
              '| | mIoU on real val (%) |', '|:---|---:|',
              f"| Real only ({s['num_real_train']} real pairs) | {_f(s['real_miou'])} |",
-             f"| Synthetic only ({s['num_pairs']} generated pairs) | {_f(s['syn_miou'])} |",
+             f"| Synthetic only ({_syn_pairs(s)}) | {_f(s['syn_miou'])} |",
              f"| Synthetic / Real | {_f(None if s['syn_over_real'] is None else 100 * s['syn_over_real'], 1)}% |", '',
              '| check | value |', '|:---|---:|',
              f"| pair consistency (mIoU of generated masks vs real-trained segmenter on generated images) | {_f(s['pair_consistency_miou'])} |",
