@@ -227,16 +227,17 @@ def test_balanced_prompts_reach_generation(first_run, tmp_path):
 def test_keep_best_trains_the_synthetic_segmenter_on_the_stablest_pairs(first_run, tmp_path):
     "With `keep_best` the synthetic-only segmenter trains on that fraction of the pairs, lowest TFF first; the summary says so."
     import dataclasses, math
-    from jodiff.jodiffusion.recipe import stage_syn, summary_markdown
+    from jodiff.jodiffusion.recipe import stage_syn, summarize, summary_markdown
     out = tmp_path / 'run'
     shutil.copytree(first_run[0] / 'synthetic', out / 'synthetic')
     cfg = dataclasses.replace(RecipeConfig.preset('shapes', 'test'), keep_best=0.5)
-    stage_syn(cfg, out)
+    rec = stage_syn(cfg, out)
     spec = json.loads((out / 'seg_syn' / 'metrics.json').read_text())['train_specs'][-1]
     assert spec == f"folder:{out / 'synthetic'}?keep_best=0.5"
     tff = sorted((json.loads(l)['tff'], json.loads(l)['name']) for l in (out / 'synthetic' / 'scores.jsonl').read_text().splitlines())
     kept = load_dataset(spec).names
     assert len(kept) == math.ceil(cfg.num / 2) < cfg.num and set(kept) == {n for _, n in tff[:len(kept)]}
-    s = dict(first_run[1], config=dict(first_run[1]['config'], keep_best=0.5))
+    records = {k: json.loads((first_run[0] / 'stages' / f'{k}.json').read_text()) for k in STAGES if k != 'syn'}
+    s = summarize(cfg, dict(records, syn=dict(rec, seconds=0.0)))   # run_stage adds the seconds
     assert f"Synthetic only ({len(kept)} of {cfg.num} generated pairs, lowest TFF)" in summary_markdown(s)
     with pytest.raises(ValueError, match='keep_best'): RecipeConfig.preset('shapes', 'test', keep_best=0)

@@ -344,14 +344,16 @@ def stage_generate(cfg: RecipeConfig, out: Path) -> dict:
 # %% ../../nbs/70_recipe.ipynb #rc000006
 def syn_spec(cfg: RecipeConfig, out: Path) -> str:
     "The synthetic-only segmenter's training data: the generated folder, or its `keep_best` fraction with the lowest TFF."
-    return f"folder:{out / 'synthetic'}" + (f"?keep_best={cfg.keep_best}" if cfg.keep_best < 1 else '')
+    from jodiff.segment.train import spec_with
+    return spec_with(f"folder:{out / 'synthetic'}", keep_best=cfg.keep_best if cfg.keep_best < 1 else None)
 
 def stage_syn(cfg: RecipeConfig, out: Path) -> dict:
     "5. The same segmenter trained on the synthetic pairs only, evaluated on real val."
     from jodiff.segment.train import train_segmenter, metrics_table
-    r = train_segmenter(cfg.segmenter, syn_spec(cfg, out), cfg.val_spec, cfg.seg_iters, out / 'seg_syn', **_seg_kwargs(cfg))
+    spec = syn_spec(cfg, out)
+    r = train_segmenter(cfg.segmenter, spec, cfg.val_spec, cfg.seg_iters, out / 'seg_syn', **_seg_kwargs(cfg))
     _log.info('synthetic-only segmenter on real val:\n%s', metrics_table(r['metrics']))
-    return _seg_record(r)
+    return dict(_seg_record(r), pairs=len(load_dataset(spec)))
 
 def _pairs(spec: str, n: int) -> tuple:
     "Images and masks of the first `n` items of `spec`."
@@ -427,7 +429,7 @@ def summarize(cfg: RecipeConfig,   # the run's settings
                 resolution=cfg.resolution, segmenter=cfg.segmenter, image_codec=joint['image_codec'], text_codec=joint['text_codec'],
                 real_miou=real['mIoU'], syn_miou=syn['mIoU'], syn_over_real=None if ratio is None else round(ratio, 4),
                 pair_consistency_miou=cons['mIoU'], colour_r2=cons.get('colour_r2'), vae_recon_miou=avae['recon_mIoU'],
-                num_pairs=gen['num'], generation_pairs_per_s=gen['pairs_per_s'], refine_tau=gen['refine_tau'],
+                num_pairs=gen['num'], syn_pairs=syn.get('pairs', gen['num']), generation_pairs_per_s=gen['pairs_per_s'], refine_tau=gen['refine_tau'],
                 joint_loss_first=joint['loss_first'], joint_loss_last=joint['loss_last'], joint_params=joint['params'],
                 per_class=dict(real=real['per_class'], syn=syn['per_class'], consistency=cons['per_class'],
                                **({f'confidence_{k}': {n: v['confidence'] for n, v in c.items()} for k, c in cons['confidence'].items()} if 'confidence' in cons else {})),
@@ -439,9 +441,9 @@ def _short(p) -> str: p = Path(str(p)); return p.parent.name if p.name == 'model
 def _f(v, d=2): return '-' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.{d}f}'
 
 def _syn_pairs(s: dict) -> str:
-    "What the synthetic-only segmenter trained on, in words."
-    k, n = s['config'].get('keep_best', 1.0), s['num_pairs']
-    return f"{n} generated pairs" if k >= 1 else f"{math.ceil(k * n)} of {n} generated pairs, lowest TFF"
+    "What the synthetic-only segmenter trained on, in words (summaries written before `syn_pairs` existed: every pair)."
+    k, n = s.get('syn_pairs', s['num_pairs']), s['num_pairs']
+    return f"{n} generated pairs" if k == n else f"{k} of {n} generated pairs, lowest TFF"
 
 def summary_markdown(s: dict) -> str:
     "The summary as Markdown tables: headline, per-class IoU, stage timings."
